@@ -1,0 +1,242 @@
+"""The store protocol every graph backend implements, and the batch it writes.
+
+| backend        | module               | URL                              |
+|----------------|----------------------|----------------------------------|
+| SQL (SQLite)   | `kag.stores.sql`     | `sqlite:///kag.db`               |
+| Neo4j          | `kag.stores.neo4j`   | `neo4j://user:pw@host:7687`      |
+
+A `GraphBatch` is the unit of writing: nodes of any kind, relations and edges, upserted by id in
+one transaction, so a failed batch writes nothing. The contract tests in `tests/contract/` run
+against every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from kag.schema import Edge, Entity, Node, Relation
+
+__all__ = [
+    "GraphBatch",
+    "GraphStore",
+    "RelationArrays",
+    "StoreError",
+    "Direction",
+    "NameMatch",
+    "TrajectoryQuery",
+]
+
+Direction = Literal["out", "in", "both"]
+NameMatch = Literal["exact", "prefix", "contains"]
+
+
+class StoreError(RuntimeError):
+    """A backend could not do what was asked (unreachable server, schema missing, collision...)."""
+
+
+@dataclass(slots=True)
+class GraphBatch:
+    """Records to upsert together, atomically: nodes first, then relations, then edges.
+
+    `ensure_entities` lists entity ids that must exist: missing ones are created with the id as
+    their name, existing ones are left untouched (bulk import of bare triples uses this).
+
+    >>> b = GraphBatch(); b.add(Entity(id="e1", name="Ada")); len(b)
+    1
+    """
+
+    nodes: dict[str, list[Node]] = field(default_factory=dict)
+    relations: list[Relation] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    ensure_entities: list[str] = field(default_factory=list)
+
+    def add(self, *items: Node | Relation | Edge) -> GraphBatch:
+        for item in items:
+            if isinstance(item, Relation):
+                self.relations.append(item)
+            elif isinstance(item, Edge):
+                self.edges.append(item)
+            elif isinstance(item, Node):
+                self.nodes.setdefault(item.KIND, []).append(item)
+            else:
+                raise TypeError(f"cannot add {type(item).__name__} to a GraphBatch")
+        return self
+
+    def extend(self, items: Iterable[Node | Relation | Edge]) -> GraphBatch:
+        return self.add(*items)
+
+    def __len__(self) -> int:
+        return (
+            sum(map(len, self.nodes.values()))
+            + len(self.relations)
+            + len(self.edges)
+            + len(self.ensure_entities)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RelationArrays:
+    """Entity relations as integer arrays, the input of the walk CSR.
+
+    `src[i] -[relation_types[rel[i]]]-> dst[i]`, where `src`/`dst` index into `entity_ids`.
+    """
+
+    entity_ids: list[str]
+    src: np.ndarray  # int32
+    dst: np.ndarray  # int32
+    rel: np.ndarray  # int32
+    relation_types: list[str]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrajectoryQuery:
+    """Provenance filters over trajectories; every given filter must hold.
+
+    "Trajectories that touched entity X through tool Y and failed verifier Z":
+    `TrajectoryQuery(touched_entity="X", used_tool="Y@1", failed_verifier="Z@1")`. A touched
+    entity and a used tool must be on the same step.
+    """
+
+    touched_entity: str | None = None
+    used_tool: str | None = None
+    failed_verifier: str | None = None
+    passed_verifier: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    verdict: str | None = None
+    policy: str | None = None
+    status: str | None = None
+    limit: int | None = None
+
+
+@runtime_checkable
+class GraphStore(Protocol):
+    """What every backend offers. All writes are idempotent upserts by id; reads return records."""
+
+    url: str
+
+    # --- lifecycle
+    def upgrade(self) -> list[str]:
+        """Create or migrate the schema; return the names of the migrations applied now."""
+        ...
+
+    def close(self) -> None: ...
+
+    # --- writing
+    def write(self, batch: GraphBatch) -> None:
+        """Upsert everything in `batch` in one transaction; on any error nothing is written.
+
+        Relations and edges whose endpoints do not exist raise `StoreError` naming them.
+        """
+        ...
+
+    def write_many(self, batches: Iterable[GraphBatch]) -> int:
+        """Write a stream of batches; return the number of records written.
+
+        SQL backends write the whole stream in one transaction (an exception raised by the
+        iterator rolls everything back). Neo4j writes each batch in its own transaction with
+        retries, so callers that need all-or-nothing validate the stream first (the importer does).
+        """
+        ...
+
+    def delete_nodes(self, kind: str, ids: Sequence[str]) -> int:
+        """Delete nodes and every relation or edge attached to them; return how many were deleted."""
+        ...
+
+    def delete_relations(self, relations: Sequence[Relation]) -> int: ...
+
+    # --- reading nodes
+    def get_nodes(self, kind: str, ids: Sequence[str]) -> list[Node]:
+        """The nodes with these ids that exist, in the order of `ids`."""
+        ...
+
+    def iter_nodes(
+        self,
+        kind: str,
+        *,
+        where: Mapping[str, Any] | None = None,
+        batch_size: int = 10_000,
+    ) -> Iterator[list[Node]]:
+        """Stream all nodes of a kind in id order, in batches. `where` maps a field to a value
+        (equality) or to a list/tuple of values (membership)."""
+        ...
+
+    def count_nodes(self, kind: str, *, where: Mapping[str, Any] | None = None) -> int: ...
+
+    def find_entities(
+        self,
+        *,
+        name: str | None = None,
+        match: NameMatch = "exact",
+        type: str | None = None,
+        domain: str | None = None,
+        limit: int | None = 100,
+    ) -> list[Entity]:
+        """Entities by name (exact; or case-insensitive prefix or contains), type and domain."""
+        ...
+
+    # --- reading relations
+    def neighbors(
+        self,
+        entity_id: str,
+        *,
+        relation: str | Sequence[str] | None = None,
+        direction: Direction = "out",
+        limit: int | None = None,
+    ) -> list[tuple[Relation, Entity]]:
+        """Relations at `entity_id` with the entity at the other end, ordered by (type, other id)."""
+        ...
+
+    def relation_types(self) -> dict[str, int]:
+        """Relation type -> number of relations, for every type present."""
+        ...
+
+    def iter_relations(self, *, batch_size: int = 50_000) -> Iterator[list[Relation]]: ...
+
+    def set_relation_phrases(self, phrases: Mapping[str, str]) -> None:
+        """Store the natural-language phrase of relation types (`{"born_in": "was born in"}`).
+
+        Phrases are metadata of the relation type, kept beside the relations (SQL: the
+        `relation_types` table; Neo4j: `:RelationType {name, token, phrase}` nodes). Setting a
+        phrase for a type that has no relations yet is allowed."""
+        ...
+
+    def relation_phrases(self) -> dict[str, str]:
+        """Relation type -> phrase, for every type that has one."""
+        ...
+
+    def relation_arrays(
+        self,
+        *,
+        relation_types: Sequence[str] | None = None,
+        domain: str | None = None,
+    ) -> RelationArrays:
+        """Project entity relations into integer arrays (optionally only these types, or only
+        relations whose two entities are in `domain`)."""
+        ...
+
+    # --- reading edges
+    def iter_edges(self, kind: str, *, batch_size: int = 50_000) -> Iterator[list[Edge]]: ...
+
+    def edges(
+        self,
+        kind: str,
+        *,
+        source: str | Sequence[str] | None = None,
+        target: str | Sequence[str] | None = None,
+    ) -> list[Edge]:
+        """Edges of a kind from and/or to the given node ids."""
+        ...
+
+    def find_trajectories(self, query: TrajectoryQuery) -> list[str]:
+        """Ids of trajectories matching a provenance query, sorted."""
+        ...
+
+    # --- summary
+    def stats(self) -> dict[str, Any]:
+        """`{"nodes": {kind: n}, "edges": {kind: n, "RELATION": n}, "relation_types": {type: n}}`."""
+        ...
