@@ -114,6 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"kag {name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `kag walk ... | head`: the reader left, which is not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:  # the store's own errors carry a user-facing message
         from kag.stores.base import StoreError
 

@@ -16,6 +16,7 @@ field at fault; `record.to_dict()` gives plain, JSON-ready data back.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -130,6 +131,8 @@ def versioned_id(name: str, version: str) -> str:
 
 def _json_ready(value: Any, where: str) -> Any:
     """Check that `value` survives a JSON round trip (props are stored as JSON everywhere)."""
+    if isinstance(value, dict) and not value:
+        return {}  # the common case, and relations are written by the hundred thousand
     try:
         text = json.dumps(value, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as err:
@@ -138,6 +141,11 @@ def _json_ready(value: Any, where: str) -> Any:
 
 
 # --------------------------------------------------------------------------- nodes
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[dataclasses.Field, ...]:
+    return dataclasses.fields(cls)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -212,7 +220,7 @@ class Node:
         """
         obj = object.__new__(cls)
         values = cls._coerce(dict(data))
-        for f in dataclasses.fields(cls):
+        for f in _fields(cls):
             if f.name in values:
                 value = values[f.name]
             elif f.default is not dataclasses.MISSING:

@@ -1,0 +1,165 @@
+"""Command-line handlers of the `selfplay` package (dispatched from `kag/cli.py`).
+
+| command                        | handler              |
+|--------------------------------|----------------------|
+| `kag import tools FILE...`     | `import_tools_main`  |
+| `kag selfplay run ...`         | `main`               |
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from kag.cli import add_graph_argument
+from selfplay.tooldefs import import_tools
+
+__all__ = ["import_tools", "import_tools_main", "main"]
+
+
+def import_tools_main(argv: list[str]) -> int:
+    """`kag import tools FILE... [--graph URL] [--version V] [--domain D] [--on-conflict ...] [--json]`."""
+    parser = argparse.ArgumentParser(
+        prog="kag import tools",
+        description=(
+            "Import OpenAI- or BFCL-style function definitions (JSON or JSON Lines) as Tool nodes. "
+            "All files are checked before anything is written."
+        ),
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="definition files")
+    add_graph_argument(parser)
+    parser.add_argument(
+        "--version", default="1", help="version of tools that do not give one (default 1)"
+    )
+    parser.add_argument("--domain", default="", help="domain to record on every tool")
+    parser.add_argument(
+        "--on-conflict",
+        choices=("version", "first", "error"),
+        default="version",
+        help=(
+            "a name defined differently twice: give later definitions a content-hash version "
+            "(default), keep the first, or fail"
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+
+    import kag
+
+    with kag.open(args.graph) as graph:
+        report = import_tools(
+            graph.store,
+            args.files,
+            version=args.version,
+            domain=args.domain,
+            on_conflict=args.on_conflict,
+        )
+        url = graph.url
+    summary = {
+        "graph": url,
+        "files": report.files,
+        "definitions": report.definitions,
+        "tools": report.tools,
+        "duplicates": report.duplicates,
+        "conflicts": report.conflicts,
+    }
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        print(
+            f"{url}: imported {report.tools} tools from {report.definitions} definitions in "
+            f"{report.files} file(s) ({report.duplicates} duplicates, {report.conflicts} conflicts)"
+        )
+    return 0
+
+
+def _hops_range(text: str) -> tuple[int, int]:
+    """`"2-4"` -> (2, 4); `"3"` -> (3, 3)."""
+    lo, sep, hi = text.partition("-")
+    try:
+        a, b = int(lo), int(hi) if sep else int(lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hops must be N or MIN-MAX, got {text!r}") from None
+    if not 1 <= a <= b:
+        raise argparse.ArgumentTypeError(f"--hops needs 1 <= MIN <= MAX, got {text!r}")
+    return a, b
+
+
+def main(argv: list[str]) -> int:
+    """`kag selfplay run --engine vllm|openai|oracle [--model DIR] [--base-url URL] [--tasks N]
+    [--samples K] [--hops 2-4] [--run-id ID] [--seed S] [--workers N] [--graph URL]`."""
+    parser = argparse.ArgumentParser(
+        prog="kag selfplay",
+        description="Self-play: propose tasks from graph walks, solve them with tools, verify, "
+        "and write every trajectory back into the graph. Rerun with the same --run-id to resume.",
+    )
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = sub.add_parser("run", help="run or resume a self-play run")
+    add_graph_argument(p)
+    p.add_argument("--engine", choices=("vllm", "openai", "oracle"), required=True)
+    p.add_argument("--model", default=None, help="model directory (vllm) or served name (openai)")
+    p.add_argument(
+        "--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
+    )
+    p.add_argument("--tasks", type=int, default=16, help="tasks in the run (default 16)")
+    p.add_argument("--samples", type=int, default=1, help="trajectories per task (default 1)")
+    p.add_argument(
+        "--hops", type=_hops_range, default=(2, 2), help="hop count or curriculum range, e.g. 2-4"
+    )
+    p.add_argument(
+        "--promote-at", type=float, default=0.6, help="accept rate that moves the curriculum up"
+    )
+    p.add_argument("--run-id", default=None, help="run id; reuse it to resume a run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="Ray workers (0: run in this process)")
+    p.add_argument("--tasks-per-round", type=int, default=32)
+    p.add_argument("--max-turns", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=256, help="new tokens per turn")
+    p.add_argument("--max-context-tokens", type=int, default=4096)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--no-coverage", action="store_true", help="sample start entities uniformly")
+    p.add_argument(
+        "--python-tool", action="store_true", help="also offer the sandboxed python tool"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    args = parser.parse_args(argv)
+
+    from kag.cli import UserError
+    from selfplay.runner import CurriculumConfig, SelfPlayConfig, run
+    from selfplay.solver import SolverConfig
+
+    if args.engine == "vllm" and not args.model:
+        raise UserError("--engine vllm needs --model DIR (build one with `kag model tiny DIR`)")
+    if args.engine == "openai" and not (args.base_url and args.model):
+        raise UserError("--engine openai needs --base-url URL and --model NAME")
+    config = SelfPlayConfig(
+        run_id=args.run_id,
+        tasks=args.tasks,
+        samples=args.samples,
+        seed=args.seed,
+        engine=args.engine,
+        model=args.model,
+        base_url=args.base_url,
+        tasks_per_round=args.tasks_per_round,
+        coverage=not args.no_coverage,
+        workers=args.workers,
+        python_tool=args.python_tool,
+        progress=not args.no_progress,
+        solver=SolverConfig(
+            max_turns=args.max_turns,
+            max_new_tokens=args.max_new_tokens,
+            max_context_tokens=args.max_context_tokens,
+            temperature=args.temperature,
+            seed=args.seed,
+        ),
+        curriculum=CurriculumConfig(
+            min_hops=args.hops[0], max_hops=args.hops[1], promote_at=args.promote_at
+        ),
+    )
+    summary = run(args.graph, config=config)
+    if args.json:
+        print(json.dumps(summary.to_dict(), sort_keys=True))
+    else:
+        print(summary.render())
+    return 0

@@ -1,0 +1,494 @@
+"""The multi-turn solver loop: many trajectories in flight, tools between turns, budgets, status.
+
+Every turn gathers the next message of every active trajectory into ONE policy call (for an engine:
+one batched `chat`), so the engine's batch stays full; then it runs the tool calls and decides which
+trajectories go on.
+
+| outcome     | when                                                                           |
+|-------------|--------------------------------------------------------------------------------|
+| `completed` | the policy wrote `<answer>...</answer>` in a turn without tool calls           |
+| `truncated` | `max_turns` turns went by without an answer: one final "answer now" turn ran   |
+| `aborted`   | the context budget (`max_context_tokens`) or the engine's context ran out       |
+
+A turn with neither a tool call nor an answer gets a reminder message and counts as a turn. A
+malformed tool call (bad JSON, no name, ...) becomes an error observation (a "tool" message) and is
+counted in `Rollout.n_malformed`; a call the registry rejects is counted in `n_tool_errors`.
+
+>>> solver = Solver(EnginePolicy(engine), ToolRegistry.default(graph), config=SolverConfig())  # doctest: +SKIP
+>>> rollouts = solver.solve(tasks, samples=4, run_id="r1")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from kag.schema import Task
+from selfplay.parsing import extract_answer, parse_assistant
+from selfplay.rollout import Rollout, ToolResult, trajectory_id
+from selfplay.tools import ToolRegistry
+
+__all__ = [
+    "SolverConfig",
+    "Solver",
+    "Policy",
+    "TurnRequest",
+    "Action",
+    "EnginePolicy",
+    "DEFAULT_SYSTEM_PROMPT",
+    "REMINDER",
+    "ANSWER_NOW",
+]
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You answer questions about a knowledge graph with tools. Find the start entity with "
+    "search_entities, then follow one relation per hop with get_relations (pass the entity id "
+    "and the relation), using the ids each result gives you. When you know the answer, reply "
+    "with the entity names inside <answer>...</answer>, separated by '; ' if there are several."
+)
+REMINDER = (
+    "Your reply had neither a tool call nor an answer. Call a tool, or give your final answer "
+    "as <answer>...</answer>."
+)
+ANSWER_NOW = (
+    "You have no turns left. Give your final answer now as <answer>...</answer>, without tool "
+    "calls."
+)
+# parse errors that are about tool calls (others, e.g. an unterminated <think>, are not calls)
+_CALL_ERROR_PREFIXES = ("tool call", "stray </tool_call>")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SolverConfig:
+    """Budgets and sampling of the solver loop."""
+
+    #: regular turns (assistant messages) before the final "answer now" turn
+    max_turns: int = 8
+    #: new tokens per turn
+    max_new_tokens: int = 256
+    #: prompt + new tokens a trajectory may reach; a turn that would not fit aborts it
+    max_context_tokens: int = 4096
+    #: fewest new tokens worth a turn: with less room left the trajectory is aborted
+    min_turn_tokens: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    #: base seed; each trajectory's turn t samples with a seed derived from (seed, trajectory id,
+    #: t), so a resumed run regenerates the same trajectory. None: unseeded
+    seed: int | None = 0
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    #: remind the policy when a turn has neither a tool call nor an answer (else such a turn ends
+    #: the trajectory as completed without an answer)
+    remind: bool = True
+    #: tool calls executed per turn; later ones get an error observation
+    max_calls_per_turn: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("max_turns", "max_new_tokens", "max_context_tokens", "min_turn_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"SolverConfig.{name} must be a positive integer, got {value!r}")
+        if self.max_calls_per_turn < 1:
+            raise ValueError("SolverConfig.max_calls_per_turn must be >= 1")
+        if self.min_turn_tokens > self.max_context_tokens:
+            raise ValueError("SolverConfig.min_turn_tokens must not exceed max_context_tokens")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TurnRequest:
+    """What a policy is asked for: the next assistant message of one rollout."""
+
+    rollout: Rollout
+    max_tokens: int
+    seed: int | None
+    #: the final "answer now" turn (tool calls will not run)
+    final: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Action:
+    """A policy's next assistant message, as raw text (and server-parsed parts, if any)."""
+
+    text: str
+    tool_calls: list[dict[str, Any]] | None = None
+    reasoning: str | None = None
+    n_tokens: int = 0
+    prompt_tokens: int = 0
+    finish_reason: str | None = None
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Produces the next assistant message of many rollouts at once (`EnginePolicy`, `OraclePolicy`)."""
+
+    name: str
+
+    def act(self, requests: Sequence[TurnRequest], *, tools: list[dict[str, Any]]) -> list[Action]:
+        """One `Action` per request, in order."""
+        ...
+
+    def count_tokens(self, rollout: Rollout, *, tools: list[dict[str, Any]]) -> int:
+        """Prompt tokens of the rollout's conversation as the policy would see it."""
+        ...
+
+
+class EnginePolicy:
+    """A model engine (`VLLMEngine`, `OpenAIEngine`) as a policy: one batched call per turn.
+
+    With `continue_tokens` (the default for an in-process `VLLMEngine`) a rollout's next prompt is
+    its previous prompt's token ids + the tokens the model generated + the rendered new messages,
+    sent as raw token ids: the model sees exactly what it sampled, and the engine's prefix cache
+    reuses the whole history instead of prefilling a re-tokenised copy of it. This needs a chat
+    template whose rendering of `messages[:k]` is a prefix of `messages[:k+1]` (the tiny
+    model's is); where that does not hold, the turn falls back to rendering the whole chat.
+
+    >>> EnginePolicy(engine, name="tiny").name  # doctest: +SKIP
+    'tiny'
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        *,
+        name: str | None = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        continue_tokens: bool | None = None,
+    ) -> None:
+        self.engine = engine
+        model = getattr(engine, "model_dir", None) or getattr(engine, "model", None) or "engine"
+        self.name = name or f"model:{getattr(model, 'name', model)}"
+        self.temperature = temperature
+        self.top_p = top_p
+        if continue_tokens is None:
+            continue_tokens = type(engine).__name__ == "VLLMEngine"
+        self.continue_tokens = continue_tokens
+        # rollout id -> (messages covered, their token ids including the last generation)
+        self._ids: dict[str, tuple[int, list[int]]] = {}
+        self._end_ids: list[int] | None = None
+
+    def act(self, requests: Sequence[TurnRequest], *, tools: list[dict[str, Any]]) -> list[Action]:
+        from selfplay.engines.base import SamplingConfig
+
+        if not requests:
+            return []
+        sampling = [
+            SamplingConfig(
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_tokens=r.max_tokens,
+                seed=r.seed,
+            )
+            for r in requests
+        ]
+        if self.continue_tokens:
+            prompts = [self._prompt_ids(r.rollout, tools) for r in requests]
+            results = self.engine.generate(prompts, sampling=sampling)
+            for r, prompt, completions in zip(requests, prompts, results, strict=True):
+                ids = prompt + list(completions[0].token_ids)
+                self._ids[r.rollout.id] = (len(r.rollout.messages) + 1, ids)
+        else:
+            results = self.engine.chat(
+                [r.rollout.messages for r in requests], tools=tools or None, sampling=sampling
+            )
+        actions = []
+        for completions in results:
+            c = completions[0]
+            actions.append(
+                Action(
+                    text=c.text,
+                    tool_calls=c.tool_calls,
+                    reasoning=c.reasoning,
+                    n_tokens=len(c.token_ids),
+                    prompt_tokens=c.prompt_tokens,
+                    finish_reason=c.finish_reason,
+                )
+            )
+        return actions
+
+    def forget(self, rollouts: Sequence[Rollout]) -> None:
+        """Drop the token history of rollouts that ended."""
+        for r in rollouts:
+            self._ids.pop(r.id, None)
+
+    def _render(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], gen: bool
+    ) -> str:
+        return self.engine.tokenizer.apply_chat_template(
+            messages, tools=tools or None, tokenize=False, add_generation_prompt=gen
+        )
+
+    def _end_of_turn(self, tools: list[dict[str, Any]]) -> list[int]:
+        """Token ids the template writes after an assistant message's content (`<|im_end|>\n`)."""
+        if self._end_ids is None:
+            probe = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "Zq"}]
+            text = self._render(probe, tools, False)
+            tail = text[text.rindex("Zq") + 2 :]
+            self._end_ids = self.engine.tokenizer.encode(tail, add_special_tokens=False)
+        return self._end_ids
+
+    def _prompt_ids(self, rollout: Rollout, tools: list[dict[str, Any]]) -> list[int]:
+        tokenizer = self.engine.tokenizer
+        messages = rollout.messages
+        full = self._render(messages, tools, True)
+        cached = self._ids.get(rollout.id)
+        if cached is not None:
+            n, ids = cached
+            head = self._render(messages[:n], tools, False)
+            if full.startswith(head):
+                end = self._end_of_turn(tools)
+                # a turn that stopped on the end-of-turn token already holds its first id
+                if end and ids and ids[-1] == end[0]:
+                    end = end[1:]
+                suffix = tokenizer.encode(full[len(head) :], add_special_tokens=False)
+                return ids + end + suffix
+        return tokenizer.encode(full, add_special_tokens=False)
+
+    def count_tokens(self, rollout: Rollout, *, tools: list[dict[str, Any]]) -> int:
+        return int(self.engine.count_tokens(rollout.messages, tools or None))
+
+
+def _turn_seed(base: int | None, rollout_id: str, turn: int) -> int | None:
+    if base is None:
+        return None
+    digest = hashlib.sha256(f"{base}|{rollout_id}|{turn}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+class Solver:
+    """Runs a policy over tasks with tools (see the module docstring)."""
+
+    def __init__(
+        self, policy: Policy, tools: ToolRegistry, *, config: SolverConfig | None = None
+    ) -> None:
+        self.policy = policy
+        self.tools = tools
+        self.config = config or SolverConfig()
+        self._specs = tools.specs()
+        self._specs_bytes = len(json.dumps(self._specs).encode()) + 64
+
+    def start(self, task: Task, *, run_id: str, sample: int = 0) -> Rollout:
+        """A new rollout of `task`: the system prompt and the task's question."""
+        rollout = Rollout(
+            id=trajectory_id(run_id, task.id, sample),
+            task=task,
+            run_id=run_id,
+            policy=self.policy.name,
+            sample=sample,
+        )
+        rollout.add(_message("system", self.config.system_prompt))
+        rollout.add(_message("user", task.question))
+        return rollout
+
+    def solve(
+        self,
+        tasks: Sequence[Task],
+        *,
+        run_id: str,
+        samples: int = 1,
+        on_finished: Callable[[list[Rollout]], None] | None = None,
+        on_turn: Callable[[int, int], None] | None = None,
+    ) -> list[Rollout]:
+        """`samples` rollouts of every task, all in flight together; returns them in order.
+
+        `on_finished(rollouts)` is called after every turn with the rollouts that ended in it (the
+        runner writes them to the graph there); `on_turn(active, new_tokens)` after every turn.
+        """
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        rollouts = [self.start(t, run_id=run_id, sample=k) for t in tasks for k in range(samples)]
+        return self.run(rollouts, on_finished=on_finished, on_turn=on_turn)
+
+    def run(
+        self,
+        rollouts: Sequence[Rollout],
+        *,
+        on_finished: Callable[[list[Rollout]], None] | None = None,
+        on_turn: Callable[[int, int], None] | None = None,
+    ) -> list[Rollout]:
+        """Drive started rollouts (from `start`) to their end; see `solve`."""
+        cfg = self.config
+        active = [r for r in rollouts]
+        final: set[str] = set()
+        while active:
+            requests: list[TurnRequest] = []
+            ended: list[Rollout] = []
+            for r in active:
+                is_final = r.id in final
+                context = self._context_tokens(r)
+                room = cfg.max_context_tokens - context
+                if room < cfg.min_turn_tokens:
+                    _end(r, "aborted", f"context budget: {context} prompt tokens leave {room}")
+                    ended.append(r)
+                    continue
+                requests.append(
+                    TurnRequest(
+                        rollout=r,
+                        max_tokens=min(cfg.max_new_tokens, room),
+                        seed=_turn_seed(cfg.seed, r.id, r.n_turns),
+                        final=is_final,
+                    )
+                )
+            actions = self.policy.act(requests, tools=self._specs) if requests else []
+            if len(actions) != len(requests):
+                raise RuntimeError(
+                    f"policy {self.policy.name!r} returned {len(actions)} actions for "
+                    f"{len(requests)} requests"
+                )
+            still: list[Rollout] = []
+            new_tokens = 0
+            for request, action in zip(requests, actions, strict=True):
+                r = request.rollout
+                new_tokens += action.n_tokens
+                if self._advance(r, action, final=request.final):
+                    ended.append(r)
+                elif r.n_turns >= cfg.max_turns and r.id not in final:
+                    final.add(r.id)
+                    r.add(_message("user", ANSWER_NOW))
+                    still.append(r)
+                else:
+                    still.append(r)
+            active = still
+            if on_turn is not None:
+                on_turn(len(active), new_tokens)
+            if ended:
+                forget = getattr(self.policy, "forget", None)
+                if forget is not None:
+                    forget(ended)
+                if on_finished is not None:
+                    on_finished(ended)
+        return list(rollouts)
+
+    def _context_tokens(self, r: Rollout) -> int:
+        """Prompt tokens of the rollout's next turn; exact only when the budget is tight.
+
+        After a turn the prompt is the last turn's prompt + its output + the messages added
+        since; byte-level tokens never outnumber bytes, so bytes (+ template overhead) bound the
+        new part from above and the tokenizer runs only when that bound is near the budget.
+        """
+        cfg = self.config
+        added = sum(
+            len((m.get("content") or "").encode()) + 32 for m in r.messages[r.context_messages :]
+        )
+        bound = r.n_context + added if r.n_context > 0 else self._specs_bytes + added
+        if bound + cfg.max_new_tokens <= cfg.max_context_tokens:
+            return bound
+        return self.policy.count_tokens(r, tools=self._specs)
+
+    # ------------------------------------------------------------------ one turn
+
+    def _advance(self, r: Rollout, action: Action, *, final: bool) -> bool:
+        """Apply one action to a rollout; True when the rollout has ended."""
+        cfg = self.config
+        r.n_turns += 1
+        r.n_generated += action.n_tokens
+        r.n_context = action.prompt_tokens + action.n_tokens
+        r.finish_reasons.append(action.finish_reason or "")
+        from selfplay.engines.base import CONTEXT_LENGTH
+
+        if action.finish_reason == CONTEXT_LENGTH:
+            _end(r, "aborted", "the engine's context is full")
+            r.n_turns -= 1  # no message was generated
+            return True
+        turn = parse_assistant(action.text, call_id_prefix=f"call_{r.n_turns}_")
+        calls = list(action.tool_calls or []) + turn.tool_calls
+        reasoning = action.reasoning or turn.reasoning
+        errors = [e for e in turn.errors if e.startswith(_CALL_ERROR_PREFIXES)]
+        message = {
+            "role": "assistant",
+            "content": turn.content,
+            "reasoning_content": reasoning,
+            "tool_calls": calls or None,
+            "tool_call_id": None,
+            "name": None,
+        }
+        r.add(message, tokens=action.n_tokens)
+        r.context_messages = len(r.messages)
+        answer = extract_answer(action.text)
+        if final:
+            r.answer = answer
+            _end(r, "truncated", f"turn limit ({cfg.max_turns} turns)")
+            return True
+        if calls or errors:
+            self._run_calls(r, calls, errors)
+            return False
+        if answer is not None:
+            r.answer = answer
+            _end(r, "completed", None)
+            return True
+        if not cfg.remind:
+            _end(r, "completed", "no tool call and no answer")
+            return True
+        r.add(_message("user", REMINDER))
+        return False
+
+    def _run_calls(self, r: Rollout, calls: list[dict[str, Any]], errors: list[str]) -> None:
+        for k, call in enumerate(calls):
+            fn = call.get("function") or {}
+            name, arguments = fn.get("name"), fn.get("arguments")
+            r.n_tool_calls += 1
+            if k >= self.config.max_calls_per_turn:
+                observation_text = json.dumps(
+                    {"error": f"only {self.config.max_calls_per_turn} tool calls run per turn"}
+                )
+                result = ToolResult(
+                    call_name=name, arguments=arguments, tool_id=None, ok=False, error="skipped"
+                )
+                r.n_tool_errors += 1
+            else:
+                obs = self.tools.call(name, arguments)
+                tool_id = self.tools.get(name).id if name in self.tools else None
+                observation_text = obs.content
+                result = ToolResult(
+                    call_name=name,
+                    arguments=arguments,
+                    tool_id=tool_id,
+                    ok=obs.ok,
+                    error=obs.error,
+                    touched_entity_ids=tuple(obs.touched_entity_ids),
+                )
+                r.n_tool_errors += not obs.ok
+            idx = r.add(
+                {
+                    "role": "tool",
+                    "content": observation_text,
+                    "reasoning_content": None,
+                    "tool_calls": None,
+                    "tool_call_id": call.get("id"),
+                    "name": name,
+                }
+            )
+            r.tool_results[idx] = result
+        for k, error in enumerate(errors):
+            r.n_malformed += 1
+            idx = r.add(
+                {
+                    "role": "tool",
+                    "content": json.dumps({"error": f"malformed tool call: {error}"}),
+                    "reasoning_content": None,
+                    "tool_calls": None,
+                    "tool_call_id": f"malformed_{r.n_turns}_{k}",
+                    "name": None,
+                }
+            )
+            r.tool_results[idx] = ToolResult(
+                call_name=None, arguments=None, tool_id=None, ok=False, error=error, malformed=True
+            )
+
+
+def _message(role: str, content: str) -> dict[str, Any]:
+    return {
+        "role": role,
+        "content": content,
+        "reasoning_content": None,
+        "tool_calls": None,
+        "tool_call_id": None,
+        "name": None,
+    }
+
+
+def _end(r: Rollout, status: str, reason: str | None) -> None:
+    r.status = status
+    r.stop_reason = reason

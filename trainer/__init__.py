@@ -1,0 +1,1 @@
+"""Training MoE causal LMs from the exported Parquet datasets: data, models, losses, SFT, GRPO, OPD."""

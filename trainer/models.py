@@ -1,0 +1,440 @@
+"""Models: the tiny random-initialised Qwen3-MoE test model and its locally trained tokenizer.
+
+`build_tiny_model(out_dir)` writes a directory that `transformers.AutoModelForCausalLM`,
+`transformers.AutoTokenizer` and vLLM all load: safetensors weights, a byte-level BPE tokenizer
+trained here on text generated in-process, and a Qwen3-style chat template (`CHAT_TEMPLATE`) that
+renders tools, reasoning, tool calls and tool responses. Nothing is downloaded; the same seed gives
+the same files.
+
+The chat template differs from Qwen3's on purpose in two ways, both for training: earlier turns keep
+their reasoning, and every tool response is its own user turn, so rendering `messages[:k]` is a
+prefix of rendering `messages[:k+1]` and assistant-only loss masks follow from prefix lengths (the
+assistant part is also wrapped in `{% generation %}` for `return_assistant_tokens_mask`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TinyModelConfig",
+    "build_tiny_model",
+    "build_tokenizer",
+    "synthetic_corpus",
+    "CHAT_TEMPLATE",
+    "SPECIAL_TOKENS",
+    "MARKUP_TOKENS",
+]
+
+#: tokens that end or pad sequences; `skip_special_tokens` removes them when decoding
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+#: markup the model writes itself; kept as single tokens but not "special", so decoding keeps them
+MARKUP_TOKENS = (
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+    "<think>",
+    "</think>",
+    "<answer>",
+    "</answer>",
+)
+
+# Whitespace is explicit: transformers compiles templates with trim_blocks and lstrip_blocks, and
+# every piece of text is a quoted string so the rendering never depends on template indentation.
+CHAT_TEMPLATE = r"""
+{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages and messages[0].role == 'system' %}
+        {{- (messages[0].content or '') + '\n\n' }}
+    {%- endif %}
+    {{- '# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>' }}
+    {%- for tool in tools %}
+        {{- '\n' + (tool | tojson) }}
+    {%- endfor %}
+    {{- '\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n' }}
+{%- elif messages and messages[0].role == 'system' %}
+    {{- '<|im_start|>system\n' + (messages[0].content or '') + '<|im_end|>\n' }}
+{%- endif %}
+{%- for message in messages %}
+    {%- if message.role == 'system' %}
+        {%- if not loop.first %}
+            {{- raise_exception('a system message is only allowed as the first message') }}
+        {%- endif %}
+    {%- elif message.role == 'user' %}
+        {{- '<|im_start|>user\n' + (message.content or '') + '<|im_end|>\n' }}
+    {%- elif message.role == 'assistant' %}
+        {{- '<|im_start|>assistant\n' }}
+        {%- generation %}
+            {%- set reasoning = message.reasoning_content or message.reasoning %}
+            {%- if reasoning %}
+                {{- '<think>\n' + reasoning + '\n</think>\n\n' }}
+            {%- endif %}
+            {{- message.content or '' }}
+            {%- for call in (message.tool_calls or []) %}
+                {%- set fn = call.function if call.function is defined else call %}
+                {%- if message.content or not loop.first %}
+                    {{- '\n' }}
+                {%- endif %}
+                {{- '<tool_call>\n{"name": "' + fn.name + '", "arguments": ' }}
+                {%- if fn.arguments is string %}
+                    {{- fn.arguments }}
+                {%- else %}
+                    {{- fn.arguments | tojson }}
+                {%- endif %}
+                {{- '}\n</tool_call>' }}
+            {%- endfor %}
+            {{- '<|im_end|>' }}
+        {%- endgeneration %}
+        {{- '\n' }}
+    {%- elif message.role == 'tool' %}
+        {{- '<|im_start|>user\n<tool_response>\n' + (message.content or '') + '\n</tool_response><|im_end|>\n' }}
+    {%- else %}
+        {{- raise_exception('unknown message role ' + message.role) }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+""".strip()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TinyModelConfig:
+    """Shape of the tiny Qwen3-MoE test model (about 2.5M parameters with the defaults).
+
+    head_dim is `hidden_size // num_attention_heads` and must be 64 or more: vLLM's CPU attention
+    rejects 16. `vocab_size` is the BPE target; the model's vocabulary is the tokenizer's real size
+    (smaller when the corpus runs out of merges), so every logit decodes to a token.
+    """
+
+    seed: int = 0
+    vocab_size: int = 4096  # BPE merges target, incl. special and markup tokens
+    hidden_size: int = 128
+    num_attention_heads: int = 2
+    num_key_value_heads: int = 2
+    num_hidden_layers: int = 2
+    num_experts: int = 8
+    num_experts_per_tok: int = 2
+    moe_intermediate_size: int = 64
+    max_position_embeddings: int = 4096
+    corpus_sentences: int = 20_000  # synthetic training text for the tokenizer
+    dtype: str = "float32"  # of the saved weights; vLLM and transformers cast on load
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must be divisible by num_attention_heads "
+                f"{self.num_attention_heads}"
+            )
+        if self.head_dim < 64:
+            raise ValueError(f"head_dim {self.head_dim} < 64: vLLM's CPU attention rejects it")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+        if not 1 <= self.num_experts_per_tok <= self.num_experts:
+            raise ValueError(
+                f"num_experts_per_tok {self.num_experts_per_tok} must be in 1..num_experts {self.num_experts}"
+            )
+        min_vocab = 256 + len(SPECIAL_TOKENS) + len(MARKUP_TOKENS)
+        if self.vocab_size < min_vocab:
+            raise ValueError(
+                f"vocab_size {self.vocab_size} must be at least {min_vocab} (bytes + markup)"
+            )
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype {self.dtype!r} must be float32, bfloat16 or float16")
+        for name in ("num_hidden_layers", "moe_intermediate_size", "max_position_embeddings"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+# --------------------------------------------------------------------------- synthetic text
+
+_NOUNS = [
+    "river",
+    "city",
+    "film",
+    "director",
+    "actor",
+    "country",
+    "language",
+    "river",
+    "company",
+    "album",
+    "song",
+    "author",
+    "book",
+    "team",
+    "player",
+    "coach",
+    "village",
+    "mountain",
+    "island",
+    "museum",
+    "painting",
+    "composer",
+    "river",
+    "school",
+    "student",
+    "teacher",
+    "river",
+    "planet",
+    "star",
+    "ship",
+    "captain",
+    "station",
+    "market",
+    "bank",
+    "river",
+    "bridge",
+    "tower",
+    "garden",
+    "forest",
+    "lake",
+]
+_VERBS = [
+    "directed",
+    "founded",
+    "wrote",
+    "played",
+    "visited",
+    "built",
+    "painted",
+    "composed",
+    "discovered",
+    "married",
+    "studied",
+    "crossed",
+    "taught",
+    "sold",
+    "bought",
+    "named",
+    "joined",
+    "left",
+    "won",
+    "lost",
+    "opened",
+    "closed",
+    "reached",
+    "followed",
+]
+_ADJS = [
+    "old",
+    "new",
+    "small",
+    "large",
+    "famous",
+    "quiet",
+    "early",
+    "late",
+    "northern",
+    "southern",
+    "first",
+    "last",
+    "red",
+    "blue",
+]
+_NAMES = [
+    "Alice",
+    "Bruno",
+    "Chen",
+    "Dana",
+    "Emil",
+    "Fatima",
+    "Goran",
+    "Hana",
+    "Ivan",
+    "Julia",
+    "Kofi",
+    "Lena",
+    "Mateo",
+    "Nadia",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tariq",
+    "Uma",
+    "Viktor",
+    "Wen",
+    "Xenia",
+    "Yusuf",
+    "Zora",
+]
+_PLACES = [
+    "Lisbon",
+    "Quito",
+    "Nairobi",
+    "Oslo",
+    "Hanoi",
+    "Lima",
+    "Dakar",
+    "Perth",
+    "Riga",
+    "Tunis",
+    "Accra",
+    "Bergen",
+]
+_RELATIONS = [
+    "directed_by",
+    "born_in",
+    "capital_of",
+    "located_in",
+    "member_of",
+    "written_by",
+    "spouse_of",
+    "part_of",
+    "citizen_of",
+]
+_TOOLS = ("search_entities", "get_relations", "get_entity", "python")
+
+
+def _sentence(rng: random.Random) -> str:
+    kind = rng.randrange(6)
+    name, place = rng.choice(_NAMES), rng.choice(_PLACES)
+    noun, verb, adj = rng.choice(_NOUNS), rng.choice(_VERBS), rng.choice(_ADJS)
+    year = rng.randrange(1700, 2030)
+    if kind == 0:
+        return f"{name} {verb} the {adj} {noun} in {place} in {year}."
+    if kind == 1:
+        return f"Which {noun} was {verb} by {name}? The answer is the {adj} {noun} of {place}."
+    if kind == 2:
+        return f"The {noun} of {place} is {adj}, and {name} {verb} it {rng.randrange(2, 99)} times."
+    if kind == 3:
+        rel = rng.choice(_RELATIONS)
+        return f"/m/{rng.randrange(16**5):05x} {rel} /m/{rng.randrange(16**5):05x}"
+    if kind == 4:
+        return f"<answer>{name} {rng.choice(_NAMES)}</answer>"
+    return f"I need the {rng.choice(_RELATIONS)} of {name}."
+
+
+def _tool_snippet(rng: random.Random) -> str:
+    tool = rng.choice(_TOOLS)
+    if tool == "search_entities":
+        args: dict[str, Any] = {
+            "query": rng.choice(_NAMES + _PLACES),
+            "limit": rng.randrange(1, 20),
+        }
+    elif tool == "get_relations":
+        args = {"entity_id": f"/m/{rng.randrange(16**5):05x}", "relation": rng.choice(_RELATIONS)}
+    elif tool == "get_entity":
+        args = {"entity_id": f"/m/{rng.randrange(16**5):05x}"}
+    else:
+        args = {"code": f"print({rng.randrange(100)} + {rng.randrange(100)})"}
+    call = json.dumps({"name": tool, "arguments": args})
+    result = json.dumps(
+        [
+            {
+                "id": f"/m/{rng.randrange(16**5):05x}",
+                "name": rng.choice(_NAMES),
+                "type": rng.choice(_NOUNS),
+            }
+        ]
+    )
+    return f"<tool_call>\n{call}\n</tool_call>\n<tool_response>\n{result}\n</tool_response>"
+
+
+def synthetic_corpus(n_sentences: int, *, seed: int = 0) -> list[str]:
+    """English-like sentences, ids, JSON tool calls and tool responses for training the tokenizer.
+
+    >>> len(synthetic_corpus(3, seed=1))
+    3
+    """
+    rng = random.Random(seed)
+    return [
+        _tool_snippet(rng) if rng.random() < 0.25 else _sentence(rng) for _ in range(n_sentences)
+    ]
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def build_tokenizer(config: TinyModelConfig = TinyModelConfig()) -> Any:
+    """Train a byte-level BPE tokenizer on `synthetic_corpus` and wrap it with the chat template.
+
+    Returns a `transformers.PreTrainedTokenizerFast` whose eos is `<|im_end|>` and pad is
+    `<|endoftext|>`; markup tokens such as `<tool_call>` encode as one id each.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=config.vocab_size - len(MARKUP_TOKENS),
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(
+        synthetic_corpus(config.corpus_sentences, seed=config.seed), trainer=trainer
+    )
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in MARKUP_TOKENS])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=config.max_position_embeddings,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def build_tiny_model(out_dir: str | Path, *, config: TinyModelConfig = TinyModelConfig()) -> Path:
+    """Write the tiny Qwen3-MoE model, tokenizer and chat template to `out_dir`; return its path.
+
+    >>> path = build_tiny_model("/tmp/tiny")                                   # doctest: +SKIP
+    >>> AutoModelForCausalLM.from_pretrained(path).num_parameters() < 5_000_000  # doctest: +SKIP
+    True
+    """
+    import torch
+    from transformers import GenerationConfig, Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"model output path {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(config)
+    eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    model_config = Qwen3MoeConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.moe_intermediate_size * 2,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads,
+        max_position_embeddings=config.max_position_embeddings,
+        num_experts=config.num_experts,
+        num_experts_per_tok=config.num_experts_per_tok,
+        moe_intermediate_size=config.moe_intermediate_size,
+        norm_topk_prob=True,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        head_dim=config.head_dim,
+    )
+    # fork_rng keeps the caller's global RNG untouched; the seed alone fixes the weights
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = Qwen3MoeForCausalLM(model_config)
+    model = model.to(getattr(torch, config.dtype))
+    model.generation_config = GenerationConfig(
+        eos_token_id=[eos_id, pad_id], pad_token_id=pad_id, do_sample=True, temperature=1.0
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / "kag_tiny_model.json").write_text(
+        json.dumps(asdict(config), indent=2, sort_keys=True) + "\n"
+    )
+    return out
