@@ -1,0 +1,226 @@
+"""FB15k-237 (all splits, with entity names) into Neo4j: batched store writes vs per-row MERGE.
+
+`bench_neo4j()` prints `RESULT` lines (DESIGN section 7):
+
+| metric                    | value                                  | baseline                         |
+|---------------------------|----------------------------------------|----------------------------------|
+| `neo4j_relations_per_s`   | relations / s of `kag.importer.import_triples` (both passes, names) | one auto-commit `MERGE` per triple, on a sample |
+| `neo4j_csr_projection_s`  | s to project the graph into the walk CSR | the same projection from SQLite  |
+
+Runs a private Neo4j from `neo4j-launcher/` unless `--url` names a server (which it wipes).
+`python benchmarks/ingest.py --backend neo4j` calls it; it also runs on its own:
+`python benchmarks/ingest_neo4j.py [--data DIR] [--url URL]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+DATA_DIR = Path("/work/shared/data/fb15k-237")
+SPLITS = ("train.tsv", "dev.tsv", "test.tsv")
+
+
+def read_triples(data_dir: Path) -> list[tuple[str, str, str]]:
+    """All triples of the three splits, `(head, relation, tail)`."""
+    triples = []
+    for name in SPLITS:
+        with (data_dir / name).open(encoding="utf-8", newline="") as f:
+            for lineno, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+                if len(row) != 3:
+                    raise ValueError(f"{data_dir / name}:{lineno}: expected 3 tab-separated fields")
+                triples.append((row[0], row[1], row[2]))
+    return triples
+
+
+def read_names(data_dir: Path) -> dict[str, str]:
+    names = {}
+    with (data_dir / "entity2text.txt").open(encoding="utf-8") as f:
+        for line in f:
+            mid, _, name = line.rstrip("\n").partition("\t")
+            names[mid] = name
+    return names
+
+
+def _batches(triples, names, batch_size: int) -> Iterator:
+    from kag.schema import Entity, Relation
+    from kag.stores.base import GraphBatch
+
+    ids = sorted({h for h, _, _ in triples} | {t for _, _, t in triples})
+    for i in range(0, len(ids), batch_size):
+        yield GraphBatch(
+            nodes={"Entity": [Entity(id=e, name=names.get(e, e)) for e in ids[i : i + batch_size]]}
+        )
+    for i in range(0, len(triples), batch_size):
+        yield GraphBatch(
+            relations=[
+                Relation(source=h, type=r, target=t) for h, r, t in triples[i : i + batch_size]
+            ]
+        )
+
+
+def _wipe(store) -> None:
+    with store._session() as session:
+        session.run(
+            "MATCH (n) WHERE NOT n:KagMigration CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
+        ).consume()
+    store._tokens.clear()
+
+
+def _per_row_merge(store, triples) -> float:
+    """Seconds to MERGE `triples` one auto-commit query each, the way a naive client does."""
+    from kag.schema import relation_token
+
+    started = time.perf_counter()
+    with store._session() as session:
+        for h, r, t in triples:
+            session.run(
+                "MERGE (s:Entity {id: $h}) MERGE (t:Entity {id: $t}) "
+                f"MERGE (s)-[x:`{relation_token(r)}`]->(t) SET x.type = $r",
+                h=h,
+                t=t,
+                r=r,
+            ).consume()
+    return time.perf_counter() - started
+
+
+def result(
+    metric: str,
+    value: float,
+    unit: str,
+    baseline: str,
+    baseline_value: float,
+    ratio: float,
+    **extra,
+) -> dict:
+    line = {
+        "metric": metric,
+        "value": value,
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_value": baseline_value,
+        "ratio": ratio,
+        **extra,
+    }
+    print("RESULT " + json.dumps(line), flush=True)
+    return line
+
+
+def bench_neo4j(
+    *,
+    data_dir: Path = DATA_DIR,
+    url: str | None = None,
+    batch_size: int = 10_000,
+    baseline_rows: int = 2_000,
+) -> list[dict]:
+    """Run the Neo4j ingest benchmark; return (and print) its RESULT dicts."""
+    from kag.importer import import_triples
+    from kag.neo4j_server import LauncherConfig
+    from kag.stores.neo4j import Neo4jConfig
+    from kag.stores.sql import SQLStore
+    from kag.walks import CSRGraph
+
+    triples = read_triples(data_dir)
+    names = read_names(data_dir)
+    n_entities = len({h for h, _, _ in triples} | {t for _, _, t in triples})
+    server = None
+    if url is None:
+        server = LauncherConfig(heap="2g", pagecache="512m").start()
+        url = server.url
+    results = []
+    try:
+        store = Neo4jConfig(batch_size=batch_size).build(url)
+        store.upgrade()
+        _wipe(store)
+
+        # baseline first, on an empty graph, then wiped again
+        sample = triples[:baseline_rows]
+        base_seconds = _per_row_merge(store, sample)
+        base_rate = len(sample) / base_seconds
+        _wipe(store)
+
+        started = time.perf_counter()
+        report = import_triples(
+            store,
+            [data_dir / s for s in SPLITS],
+            entities_file=data_dir / "entity2text.txt",
+            batch_size=50_000,
+            progress=False,
+        )
+        seconds = time.perf_counter() - started
+        stats = store.stats()
+        assert stats["nodes"]["Entity"] == n_entities, stats["nodes"]
+        assert stats["edges"]["RELATION"] == len(triples), stats["edges"]["RELATION"]
+        rate = len(triples) / seconds
+        results.append(
+            result(
+                "neo4j_relations_per_s",
+                round(rate, 1),
+                "relations/s",
+                f"per-row auto-commit MERGE ({len(sample):,} triples)",
+                round(base_rate, 1),
+                round(rate / base_rate, 1),
+                relations=len(triples),
+                entities=n_entities,
+                rows=report.rows,
+                seconds=round(seconds, 2),
+                batch_size=batch_size,
+            )
+        )
+
+        started = time.perf_counter()
+        csr = CSRGraph.from_store(store)
+        neo_seconds = time.perf_counter() - started
+        assert csr.n_edges == len(triples)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            sql = SQLStore(f"sqlite:///{tmp}/kag.db")
+            sql.upgrade()
+            sql.write_many(_batches(triples, names, 50_000))
+            started = time.perf_counter()
+            CSRGraph.from_store(sql)
+            sql_seconds = time.perf_counter() - started
+            sql.close()
+        results.append(
+            result(
+                "neo4j_csr_projection_s",
+                round(neo_seconds, 3),
+                "s",
+                "the same projection from SQLite",
+                round(sql_seconds, 3),
+                round(sql_seconds / neo_seconds, 3),
+                relations=len(triples),
+            )
+        )
+        store.close()
+    finally:
+        if server is not None:
+            server.stop()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA_DIR, help="FB15k-237 directory")
+    parser.add_argument(
+        "--url", default=None, help="an existing Neo4j (it is wiped); default: a private one"
+    )
+    parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument("--baseline-rows", type=int, default=2_000)
+    args = parser.parse_args(argv)
+    bench_neo4j(
+        data_dir=args.data,
+        url=args.url,
+        batch_size=args.batch_size,
+        baseline_rows=args.baseline_rows,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
