@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import itertools
 import json
 import sys
@@ -28,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from kag.schema import Entity, Relation, SchemaError, check_id, check_relation_name
+from kag.schema import Entity, SchemaError, check_id, check_relation_name
 from kag.stores.base import GraphBatch, GraphStore
 
 __all__ = [
@@ -596,28 +595,6 @@ def _read_phrases(path: Path, delimiter: str | None, progress: bool) -> dict[str
 # --------------------------------------------------------------------------- import
 
 
-def _trusted_relation(source: str, type_: str, target: str) -> Relation:
-    """A `Relation` whose fields were validated in the first pass.
-
-    `Relation(...)` re-validates and round-trips its props through JSON: ~10 us a row, more
-    than SQLite needs to store it. The first pass checked every distinct id and type once."""
-    rel = _new(Relation)
-    _set_source(rel, source)
-    _set_type(rel, type_)
-    _set_target(rel, target)
-    _set_props(rel, _NO_PROPS)
-    return rel
-
-
-_new = object.__new__
-_set_source = Relation.source.__set__  # type: ignore[attr-defined]
-_set_type = Relation.type.__set__  # type: ignore[attr-defined]
-_set_target = Relation.target.__set__  # type: ignore[attr-defined]
-_set_props = Relation.props.__set__  # type: ignore[attr-defined]
-# shared by every imported relation: nothing mutates props, and one dict per row costs time
-_NO_PROPS: Mapping[str, Any] = {}
-
-
 def _store_of(target: Any) -> GraphStore:
     return getattr(target, "store", target)
 
@@ -715,14 +692,15 @@ def import_triples(
             total, unit = _size(path, spec)
             bar = _Progress(progress, total, f"import {path.name}", unit)
             try:
-                pending: list[Relation] = []
+                pending: list[tuple[str, str, str]] = []
                 for _, subjects, relations, objects in _read_triples(path, spec, bar):
-                    pending.extend(map(_trusted_relation, subjects, relations, objects))
+                    # validated in pass 1: plain triples skip a Relation object per row
+                    pending.extend(zip(subjects, relations, objects))
                     while len(pending) >= batch_size:
-                        yield GraphBatch(relations=pending[:batch_size])
+                        yield GraphBatch(triples=pending[:batch_size])
                         del pending[:batch_size]
                 if pending:
-                    yield GraphBatch(relations=pending)
+                    yield GraphBatch(triples=pending)
             finally:
                 bar.close()
 
@@ -759,30 +737,11 @@ def _entities(
         yield _trusted_entity(entity_id, entity_id, "", "", domain)
 
 
-#: (field, default, default factory) of `Entity`, looked up once
-_ENTITY_DEFAULTS = [(f.name, f.default, f.default_factory) for f in dataclasses.fields(Entity)]
-
-
 def _trusted_entity(entity_id: str, name: str, type_: str, description: str, domain: str) -> Entity:
-    """An `Entity` whose fields were validated in the first pass (like `Entity.from_trusted`,
-    without looking up the dataclass fields for every row)."""
-    values = {
-        "id": entity_id,
-        "name": name,
-        "type": type_,
-        "description": description,
-        "domain": domain,
-    }
-    entity = _new(Entity)
-    for field_name, default, factory in _ENTITY_DEFAULTS:
-        if field_name in values:
-            value = values[field_name]
-        elif default is not dataclasses.MISSING:
-            value = default
-        else:
-            value = factory()
-        object.__setattr__(entity, field_name, value)
-    return entity
+    """An `Entity` whose fields were validated in the first pass."""
+    return Entity.from_trusted(
+        {"id": entity_id, "name": name, "type": type_, "description": description, "domain": domain}
+    )  # type: ignore[return-value]
 
 
 def _chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

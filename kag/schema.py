@@ -620,6 +620,16 @@ class Relation:
         check_relation_name(self.type)
         object.__setattr__(self, "props", _json_ready(self.props, f"relation {self.key} props"))
 
+    @classmethod
+    def trusted(cls, source: str, type: str, target: str) -> Relation:  # noqa: A002
+        """A relation without props whose ids and type were already validated (bulk paths)."""
+        rel = object.__new__(cls)
+        object.__setattr__(rel, "source", source)
+        object.__setattr__(rel, "type", type)
+        object.__setattr__(rel, "target", target)
+        object.__setattr__(rel, "props", {})
+        return rel
+
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.source, self.type, self.target)

@@ -53,6 +53,18 @@ class GraphBatch:
     relations: list[Relation] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
     ensure_entities: list[str] = field(default_factory=list)
+    #: `(source, type, target)` relations without props whose ids and type the caller has
+    #: already validated: bulk import's fast path, with no `Relation` object per row
+    triples: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def with_relations(self) -> GraphBatch:
+        """This batch with `triples` turned into `relations`, for backends without a fast path."""
+        if not self.triples:
+            return self
+        rels = [*self.relations, *(Relation.trusted(s, t, d) for s, t, d in self.triples)]
+        return GraphBatch(
+            nodes=self.nodes, relations=rels, edges=self.edges, ensure_entities=self.ensure_entities
+        )
 
     def add(self, *items: Node | Relation | Edge) -> GraphBatch:
         for item in items:
@@ -75,6 +87,7 @@ class GraphBatch:
             + len(self.relations)
             + len(self.edges)
             + len(self.ensure_entities)
+            + len(self.triples)
         )
 
 

@@ -348,7 +348,7 @@ class Neo4jStore:
     @_translated
     def write(self, batch: GraphBatch) -> None:
         self.check_schema()
-        self._write(batch, replan=False)
+        self._write(batch.with_relations(), replan=False)
 
     def _write(self, batch: GraphBatch, *, replan: bool) -> None:
         new_tokens = self._new_tokens(r.type for r in batch.relations)
@@ -370,6 +370,7 @@ class Neo4jStore:
             committed = session.run("MATCH ()-[r]->() RETURN count(r) AS n").single()["n"]
         written = 0
         for batch in batches:
+            batch = batch.with_relations()
             try:
                 if batch.nodes or batch.ensure_entities:
                     self._write(

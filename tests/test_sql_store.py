@@ -1,0 +1,47 @@
+"""SQLite-specific guarantees of the embedded store (the shared ones are in tests/contract)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+import kag
+from kag.schema import Entity
+from kag.stores import GraphBatch
+
+
+def _relation_indexes(path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'relations' "
+            "AND sql IS NOT NULL"
+        ).fetchall()
+    return sorted(r[0] for r in rows)
+
+
+def test_a_failing_stream_into_an_empty_graph_writes_nothing_and_keeps_the_indexes(tmp_path):
+    path = tmp_path / "kag.db"
+    with kag.open(f"sqlite:///{path}") as graph:
+        indexes = _relation_indexes(path)
+        assert indexes, "the migration creates a secondary index on relations"
+
+        def batches():
+            yield GraphBatch(
+                nodes={"Entity": [Entity(id="a", name="A")]},
+                triples=[("a", "r", "b")],
+                ensure_entities=["b"],
+            )
+            raise ValueError("row 2 is malformed")
+
+        with pytest.raises(ValueError, match="row 2"):
+            graph.store.write_many(batches())
+        assert graph.stats()["nodes"]["Entity"] == 0
+        assert graph.relation_types() == {}
+        assert _relation_indexes(path) == indexes
+
+        graph.store.write_many(
+            [GraphBatch(triples=[("a", "r", "b"), ("b", "r", "a")], ensure_entities=["a", "b"])]
+        )
+        assert _relation_indexes(path) == indexes
+        assert [e.id for _, e in graph.neighbors("a", direction="in")] == ["b"]
