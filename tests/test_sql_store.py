@@ -45,3 +45,14 @@ def test_a_failing_stream_into_an_empty_graph_writes_nothing_and_keeps_the_index
         )
         assert _relation_indexes(path) == indexes
         assert [e.id for _, e in graph.neighbors("a", direction="in")] == ["b"]
+
+
+def test_upgrade_reports_the_migrations_it_applied_once(tmp_path):
+    from kag.stores.sql import SQLStore
+
+    store = SQLStore(f"sqlite:///{tmp_path / 'kag.db'}")
+    try:
+        assert store.upgrade() == ["0001"]
+        assert store.upgrade() == []
+    finally:
+        store.close()

@@ -78,11 +78,9 @@ class SQLStore:
         script = ScriptDirectory.from_config(cfg)
         with self.engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
-        pending = [
-            rev.revision
-            for rev in reversed(list(script.walk_revisions("base", "heads")))
-            if current is None or rev.revision not in _ancestors(script, current)
-        ]
+        # newest first, down to (not including) the current revision
+        pending = [rev.revision for rev in script.iterate_revisions("heads", current or "base")]
+        pending.reverse()
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
@@ -243,7 +241,7 @@ class SQLStore:
             by_kind.setdefault(e.source_kind, set()).add(e.source)
             by_kind.setdefault(e.target_kind, set()).add(e.target)
         for kind, ids in by_kind.items():
-            missing = set(ids) - {n.id for n in self._get(conn, kind, sorted(ids), id_only=True)}
+            missing = set(ids) - self._existing_ids(conn, kind, sorted(ids))
             if missing:
                 raise StoreError(
                     f"edge endpoint(s) {sorted(missing)[:5]} are not {kind} nodes of the graph; "
@@ -305,16 +303,17 @@ class SQLStore:
         table = _table(kind)
         return sa.select(*(table.c[c] for c in ("id", *T.NODE_FIELDS[kind])))
 
-    def _get(
-        self, conn: Connection, kind: str, ids: Sequence[str], *, id_only: bool = False
-    ) -> list[Node]:
+    def _existing_ids(self, conn: Connection, kind: str, ids: Sequence[str]) -> set[str]:
+        table = _table(kind)
+        found: set[str] = set()
+        for chunk in _chunks(list(ids)):
+            found.update(conn.execute(sa.select(table.c.id).where(table.c.id.in_(chunk))).scalars())
+        return found
+
+    def _get(self, conn: Connection, kind: str, ids: Sequence[str]) -> list[Node]:
         table = _table(kind)
         found: dict[str, Node] = {}
         for chunk in _chunks(list(ids)):
-            if id_only:
-                for (i,) in conn.execute(sa.select(table.c.id).where(table.c.id.in_(chunk))):
-                    found[i] = Entity.from_trusted({"id": i})
-                continue
             for row in conn.execute(self._select(kind).where(table.c.id.in_(chunk))):
                 found[row[0]] = T.row_node(kind, row)
         return [found[i] for i in ids if i in found]
@@ -631,10 +630,6 @@ def _row_edge(r: Any) -> Edge:
         target=r[4],
         props=json.loads(r[5]) if r[5] else {},
     )
-
-
-def _ancestors(script: Any, revision: str) -> set[str]:
-    return {rev.revision for rev in script.iterate_revisions(revision, "base")}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
