@@ -56,3 +56,17 @@ def test_upgrade_reports_the_migrations_it_applied_once(tmp_path):
         assert store.upgrade() == []
     finally:
         store.close()
+
+
+def test_reading_a_graph_without_schema_says_to_run_db_upgrade(tmp_path):
+    from kag.stores import StoreError
+    from kag.stores.sql import SQLStore
+
+    store = SQLStore(f"sqlite:///{tmp_path / 'kag.db'}")
+    try:
+        with pytest.raises(StoreError, match="kag db upgrade"):
+            list(store.iter_nodes("Trajectory"))
+        with pytest.raises(StoreError, match="kag db upgrade"):
+            store.stats()
+    finally:
+        store.close()

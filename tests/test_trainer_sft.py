@@ -214,3 +214,22 @@ def test_vllm_on_cpu_loads_the_trained_model_and_generates(overfit_run, tmp_path
     text = json.loads(line.removeprefix("GENERATED "))
     # greedy decoding of the overfitted model opens its turn as every training trajectory does
     assert text.startswith("<think>"), text
+
+
+def test_cli_names_a_missing_model_or_dataset_directory(tmp_path, capsys):
+    from kag.cli import main as kag_main
+
+    rc = kag_main(
+        [
+            "train",
+            "sft",
+            "--data",
+            str(tmp_path),
+            "--model",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert rc == 2
+    assert "model directory" in capsys.readouterr().err

@@ -365,6 +365,7 @@ class SFTTrainer:
     def __init__(self, config: SFTConfig) -> None:
         from transformers import AutoTokenizer
 
+        _check_inputs(config)
         self.config = config
         self.ctx: DistributedContext = init_distributed(device=config.device)
         seed_everything(config.seed + self.ctx.rank)
@@ -647,6 +648,20 @@ def train_sft(config: SFTConfig) -> SFTResult:
 
 
 # --------------------------------------------------------------------------- small helpers
+
+
+def _check_inputs(config: SFTConfig) -> None:
+    """Name a missing model or dataset directory before transformers reads it as a hub id."""
+    model_dir, data_dir = Path(config.model_dir), Path(config.data_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(
+            f"model directory {model_dir} has no config.json: pass a local Hugging Face model "
+            "directory (`kag model tiny DIR` builds one)"
+        )
+    if not data_dir.is_dir():
+        raise ValueError(
+            f"dataset directory {data_dir} does not exist: pass a directory written by `kag export sft`"
+        )
 
 
 def _mean_load(loads: list[torch.Tensor], ctx: DistributedContext) -> list[list[float]]:

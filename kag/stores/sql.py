@@ -98,9 +98,20 @@ class SQLStore:
 
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
+        """A write transaction; a missing schema becomes a `StoreError` saying what to run."""
+        with self._schema_errors(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        """A read connection; a missing schema becomes a `StoreError` saying what to run."""
+        with self._schema_errors(), self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _schema_errors(self) -> Iterator[None]:
         try:
-            with self.engine.begin() as conn:
-                yield conn
+            yield
         except sa.exc.OperationalError as err:
             if "no such table" in str(err):
                 raise StoreError(
@@ -319,7 +330,7 @@ class SQLStore:
         return [found[i] for i in ids if i in found]
 
     def get_nodes(self, kind: str, ids: Sequence[str]) -> list[Node]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return self._get(conn, kind, list(ids))
 
     def _where(self, kind: str, where: Mapping[str, Any] | None) -> list[Any]:
@@ -351,7 +362,7 @@ class SQLStore:
             q = self._select(kind).where(*clauses).order_by(table.c.id).limit(batch_size)
             if last is not None:
                 q = q.where(table.c.id > last)
-            with self.engine.connect() as conn:
+            with self._connect() as conn:
                 rows = conn.execute(q).all()
             if not rows:
                 return
@@ -362,7 +373,7 @@ class SQLStore:
 
     def count_nodes(self, kind: str, *, where: Mapping[str, Any] | None = None) -> int:
         table = _table(kind)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return conn.execute(
                 sa.select(sa.func.count()).select_from(table).where(*self._where(kind, where))
             ).scalar_one()
@@ -398,7 +409,7 @@ class SQLStore:
         q = q.order_by(table.c.name, table.c.id)
         if limit is not None:
             q = q.limit(limit)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [T.row_node("Entity", r) for r in conn.execute(q)]  # type: ignore[misc]
 
     # ------------------------------------------------------------------ reading relations
@@ -429,7 +440,7 @@ class SQLStore:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         out = []
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for row in conn.exec_driver_sql(sql, tuple(params)):
                 other = T.row_node("Entity", row[3:])
                 src, dst = (entity_id, other.id) if row[0] == "out" else (other.id, entity_id)
@@ -438,7 +449,7 @@ class SQLStore:
         return out  # type: ignore[return-value]
 
     def relation_types(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.exec_driver_sql(
                 "SELECT t.name, c.n FROM (SELECT rel, COUNT(*) AS n FROM relations GROUP BY rel) c "
                 "JOIN relation_types t ON t.key = c.rel ORDER BY t.name"
@@ -448,7 +459,7 @@ class SQLStore:
     def iter_relations(self, *, batch_size: int = 50_000) -> Iterator[list[Relation]]:
         last = (-1, -1, -1)
         while True:
-            with self.engine.connect() as conn:
+            with self._connect() as conn:
                 rows = conn.exec_driver_sql(
                     "SELECT r.src, r.rel, r.dst, s.id, t.name, d.id, r.props FROM relations r "
                     "JOIN entities s ON s.key = r.src JOIN entities d ON d.key = r.dst "
@@ -485,7 +496,7 @@ class SQLStore:
             )
 
     def relation_phrases(self) -> dict[str, str]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.exec_driver_sql(
                 "SELECT name, phrase FROM relation_types WHERE phrase IS NOT NULL ORDER BY name"
             ).fetchall()
@@ -494,7 +505,7 @@ class SQLStore:
     def relation_arrays(
         self, *, relation_types: Sequence[str] | None = None, domain: str | None = None
     ) -> RelationArrays:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             raw = conn.connection.dbapi_connection  # the sqlite3 connection: no per-row overhead
             cur = raw.cursor()
             ent = cur.execute("SELECT key, id FROM entities ORDER BY key").fetchall()
@@ -531,7 +542,7 @@ class SQLStore:
         _check_edge_kind(kind)
         last = ("", "")
         while True:
-            with self.engine.connect() as conn:
+            with self._connect() as conn:
                 rows = conn.exec_driver_sql(
                     "SELECT kind, source_kind, source, target_kind, target, props FROM edges "
                     "WHERE kind = ? AND (source, target) > (?, ?) ORDER BY source, target LIMIT ?",
@@ -561,7 +572,7 @@ class SQLStore:
                 q = q.where(col == value)
             elif value is not None:
                 q = q.where(col.in_(list(value)))
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [_row_edge(r) for r in conn.execute(q.order_by(e.c.source, e.c.target))]
 
     def find_trajectories(self, query: TrajectoryQuery) -> list[str]:
@@ -595,13 +606,13 @@ class SQLStore:
         sql.append("ORDER BY t.id")
         if query.limit is not None:
             sql.append(f"LIMIT {int(query.limit)}")
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [r[0] for r in conn.exec_driver_sql(" ".join(sql), tuple(params))]
 
     # ------------------------------------------------------------------ summary
 
     def stats(self) -> dict[str, Any]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             nodes = {
                 kind: conn.exec_driver_sql(
                     f"SELECT COUNT(*) FROM {T.NODE_TABLES[kind]}"
