@@ -205,6 +205,14 @@ class KnowledgeActionGraph:
         """(relation, entity at the other end) pairs around an entity."""
         return self.store.neighbors(entity_id, relation=relation, direction=direction, limit=limit)
 
+    def relation_count(self) -> int:
+        """The number of relations in the graph.
+
+        >>> kag.open("sqlite:///:memory:").relation_count()  # doctest: +SKIP
+        0
+        """
+        return self.store.relation_count()
+
     def relation_types(self) -> dict[str, int]:
         """Relation type -> count."""
         return self.store.relation_types()

@@ -81,6 +81,7 @@ class LauncherConfig:
     heap: JVM heap (`-Xmx`), kept modest because tests share the machine.
     pagecache: Neo4j's page cache for the store files.
     startup_timeout: seconds to wait for the ready line.
+    jvm_options: more options for the `java` command, e.g. `("-XX:+UseParallelGC",)`.
     """
 
     data_dir: Path | None = None
@@ -89,6 +90,7 @@ class LauncherConfig:
     heap: str = "1g"
     pagecache: str = "256m"
     startup_timeout: float = 180.0
+    jvm_options: tuple[str, ...] = ()
     launcher_dir: Path = LAUNCHER_DIR
 
     def start(self) -> Neo4jServer:
@@ -109,6 +111,7 @@ class LauncherConfig:
             "--add-opens=java.base/java.lang=ALL-UNNAMED",
             "--enable-native-access=ALL-UNNAMED",
             "-Dlog4j2.disable.jmx=true",
+            *self.jvm_options,
             "-jar",
             str(jar),
             "--port",

@@ -87,7 +87,10 @@ def test_server_killed_mid_import_gives_a_clear_error_and_a_rerun_completes_exac
     ).start()
     private_server["server"] = restarted
     partial = Neo4jStore(restarted.url)
-    assert partial.stats()["edges"]["RELATION"] == 4_000  # the two batches committed before
+    # relations of new types are written in transactions kept in flight while the import reads
+    # on, so the crash may find the two earlier batches committed or not, but never in part
+    committed = partial.stats()["edges"]["RELATION"]
+    assert committed in (0, 2_000, 4_000)
     partial.close()
 
     assert (

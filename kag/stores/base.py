@@ -208,6 +208,10 @@ class GraphStore(Protocol):
         """Relation type -> number of relations, for every type present."""
         ...
 
+    def relation_count(self) -> int:
+        """The number of relations, `sum(relation_types().values())`, answered cheaply."""
+        ...
+
     def iter_relations(self, *, batch_size: int = 50_000) -> Iterator[list[Relation]]: ...
 
     def set_relation_phrases(self, phrases: Mapping[str, str]) -> None:

@@ -33,8 +33,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import numpy as np
-
 from kag.schema import (
     EDGE_ENDPOINTS,
     EDGE_KINDS,
@@ -57,8 +55,15 @@ from kag.stores.base import (
     TrajectoryQuery,
 )
 from kag.stores.neo4j_migrations import MIGRATIONS_DIR, apply_migrations
+from kag.stores.neo4j_projection import project_relations
 
 __all__ = ["Neo4jConfig", "Neo4jStore", "parse_neo4j_url"]
+
+#: edge kinds that can leave an Entity node (none ends at one): relationships, not relations
+_EDGE_KINDS_FROM_ENTITY = tuple(
+    kind for kind, ends in EDGE_ENDPOINTS.items() if any(s == "Entity" for s, _ in ends)
+)
+assert not any(ends == ("Entity", "Entity") for e in EDGE_ENDPOINTS.values() for ends in e)
 
 _SCHEMES = ("neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc")
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -84,6 +89,8 @@ class Neo4jConfig:
     connection_timeout: seconds per connection attempt (default 5).
     max_retry_time: seconds a managed transaction is retried after transient errors, such as a
         lost connection or a deadlock (default 15), before the error is raised.
+    write_workers: transactions `write_many` keeps in flight at once when it creates relations
+        of new types (default 2; see `kag.stores.neo4j_bulk`).
     database: the database to use (default: the user's home database); also `?database=` in the URL.
     migrations_dir: where the `V0001__name.cypher` files live (default `migrations/neo4j`).
     """
@@ -92,6 +99,7 @@ class Neo4jConfig:
     connect_attempts: int = 3
     connection_timeout: float = 5.0
     max_retry_time: float = 15.0
+    write_workers: int = 2
     database: str | None = None
     migrations_dir: Path = MIGRATIONS_DIR
 
@@ -265,6 +273,8 @@ class Neo4jStore:
         self.database = self.config.database or database
         if self.config.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.config.batch_size}")
+        if self.config.write_workers < 1:
+            raise ValueError(f"write_workers must be >= 1, got {self.config.write_workers}")
         self._driver = neo4j.GraphDatabase.driver(
             uri,
             auth=(user, password),
@@ -350,51 +360,67 @@ class Neo4jStore:
         self.check_schema()
         self._write(batch.with_relations(), replan=False)
 
-    def _write(self, batch: GraphBatch, *, replan: bool) -> None:
+    def _write(self, batch: GraphBatch, *, replan: bool) -> int:
+        """Write `batch` in one transaction; return the number of relations it created."""
         new_tokens = self._new_tokens(r.type for r in batch.relations)
         with self._session() as session:
-            session.execute_write(self._write_tx, batch, new_tokens, replan)
+            created = session.execute_write(self._write_tx, batch, new_tokens, replan)
         self._tokens.update(new_tokens)
+        return created
 
     @_translated
     def write_many(self, batches: Iterable[GraphBatch]) -> int:
         """Write a stream of batches, committing every `config.batch_size` relations or edges.
 
+        Relations of types the graph does not hold yet are created in bulk, in parallel
+        transactions (`kag.stores.neo4j_bulk`); the others are merged here.
+
         Trap: Neo4j plans a relationship MERGE from committed statistics. On an empty graph it
         picks a scan of all relationships, which then also scans the relationships this very
-        transaction created: quadratic in the transaction's size. So bulk writes commit in
-        chunks that start small (1,000) and grow with the committed count, each planned afresh.
+        transaction created: quadratic in the transaction's size. So merges commit in chunks
+        that start small (1,000) and grow with the committed count, each planned afresh.
         """
+        from kag.stores.neo4j_bulk import RelationBulkWriter
+
         self.check_schema()
         with self._session(read=True) as session:
             committed = session.run("MATCH ()-[r]->() RETURN count(r) AS n").single()["n"]
         written = 0
-        for batch in batches:
-            batch = batch.with_relations()
-            try:
-                if batch.nodes or batch.ensure_entities:
-                    self._write(
-                        GraphBatch(nodes=batch.nodes, ensure_entities=batch.ensure_entities),
-                        replan=False,
-                    )
-                for field in ("relations", "edges"):
-                    items = getattr(batch, field)
-                    start = 0
-                    while start < len(items):
-                        size = min(self.config.batch_size, max(1_000, committed))
-                        part = items[start : start + size]
-                        self._write(GraphBatch(**{field: part}), replan=True)
-                        committed += len(part)
-                        start += size
-            except (StoreError, *_driver_errors()) as err:
-                if not isinstance(err, StoreError):
-                    err = StoreError(f"Neo4j {self.address}: write_many failed: {_describe(err)}")
-                raise StoreError(
-                    f"{err} (after {written:,} records were committed in earlier batches; "
-                    "writes are upserts, so rerunning the same import is safe)"
-                ) from err
-            written += len(batch)
+        bulk = RelationBulkWriter(self, relations_before=self.relation_count())
+        try:
+            with bulk:
+                for batch in batches:
+                    if batch.nodes or batch.ensure_entities:
+                        self._write(
+                            GraphBatch(nodes=batch.nodes, ensure_entities=batch.ensure_entities),
+                            replan=False,
+                        )
+                    merged = bulk.add(batch.relations, batch.triples)
+                    for field, items in (("relations", merged), ("edges", batch.edges)):
+                        start = 0
+                        while start < len(items):
+                            size = min(self.config.batch_size, max(1_000, committed))
+                            part = items[start : start + size]
+                            bulk.merged += self._write(GraphBatch(**{field: part}), replan=True)
+                            committed += len(part)
+                            start += size
+                    written += len(batch)
+        except (StoreError, *_driver_errors()) as err:
+            if not isinstance(err, StoreError):
+                err = StoreError(f"Neo4j {self.address}: write_many failed: {_describe(err)}")
+            raise StoreError(
+                f"{err} (records of earlier batches, and {bulk.committed:,} new relations, were "
+                "committed; writes are upserts, so rerunning the same import is safe)"
+            ) from err
         return written
+
+    def _register_relation_types(self, names: Iterable[str]) -> None:
+        """Record relation types (their `:RelationType` nodes) before relations of them are written."""
+        new_tokens = self._new_tokens(names)
+        if new_tokens:
+            with self._session() as session:
+                session.execute_write(self._register_tokens, new_tokens)
+            self._tokens.update(new_tokens)
 
     def _new_tokens(self, names: Iterable[str]) -> dict[str, str]:
         """Tokens of relation names not yet known to this store; a collision is an error."""
@@ -423,8 +449,9 @@ class Neo4jStore:
 
     def _write_tx(
         self, tx: Any, batch: GraphBatch, new_tokens: Mapping[str, str], replan: bool
-    ) -> None:
+    ) -> int:
         size = self.config.batch_size
+        created = 0
         prefix = "CYPHER replan=force " if replan else ""
         self._register_tokens(tx, new_tokens)
         for kind in NODE_KINDS:
@@ -456,7 +483,10 @@ class Neo4jStore:
                     {"s": r.source, "t": r.target, "type": r.type, "token": token, "props": props}
                 )
             for chunk in _chunks(rows, size):
-                if tx.run(prefix + _MERGE_RELATIONS, rows=chunk).single()["n"] != len(chunk):
+                result = tx.run(prefix + _MERGE_RELATIONS, rows=chunk)
+                n = result.single()["n"]
+                created += result.consume().counters.relationships_created
+                if n != len(chunk):
                     ids = {row["s"] for row in chunk} | {row["t"] for row in chunk}
                     missing = _missing(tx, "Entity", ids)
                     raise StoreError(
@@ -488,6 +518,7 @@ class Neo4jStore:
                                     f"edge endpoint(s) {missing[:5]} are not {end_kind} nodes of the "
                                     "graph; write the nodes first (in the same batch is fine)"
                                 )
+        return created
 
     @_translated
     def delete_nodes(self, kind: str, ids: Sequence[str]) -> int:
@@ -680,25 +711,48 @@ class Neo4jStore:
 
     @_translated
     def relation_types(self) -> dict[str, int]:
+        pairs = self._relation_type_nodes()
+        counts = self._type_counts([token for token, _ in pairs])
+        return dict(sorted((name, n) for token, name in pairs if (n := counts.get(token, 0))))
+
+    @_translated
+    def relation_count(self) -> int:
+        """Relations, from the count store: relationships leaving an entity, minus edges that do.
+
+        One plan for any number of relation types, unlike `relation_types`.
+        """
+        branches = ["MATCH (:Entity)-[r]->() RETURN count(r) AS n"]
+        tokens = self._relation_tokens()
+        for kind in _EDGE_KINDS_FROM_ENTITY:
+            branches.append(f"MATCH (:Entity)-[r:{_safe(kind)}]->() RETURN -count(r) AS n")
+            if kind in tokens:  # a relation type with an edge kind's name
+                branches.append(
+                    f"MATCH (:Entity)-[r:{_safe(kind)}]->(:Entity) RETURN count(r) AS n"
+                )
+        return sum(r["n"] for r in self._read(" UNION ALL ".join(branches)))
+
+    def _relation_tokens(self) -> set[str]:
+        return {token for token, _ in self._relation_type_nodes()}
+
+    def _type_counts(self, tokens: Sequence[str], *, per_query: int = 200) -> dict[str, int]:
+        """Entity-to-entity relationships of each token, `per_query` tokens per UNION query.
+
+        One query for many types, because every query text is planned once per server: 237
+        single-type queries cost seconds on a server that has not seen them yet.
+        """
         counts: dict[str, int] = {}
-        with self._session(read=True) as session:
-
-            def work(tx: Any) -> None:
-                for token, name in self._relation_type_nodes():
-                    if (
-                        token in EDGE_KINDS
-                    ):  # shares a type with an edge kind: count entity pairs only
-                        query = (
-                            f"MATCH (:Entity)-[r:{_safe(token)}]->(:Entity) RETURN count(r) AS n"
-                        )
-                    else:  # answered from the count store, without touching relationships
-                        query = f"MATCH ()-[r:{_safe(token)}]->() RETURN count(r) AS n"
-                    n = tx.run(query).single()["n"]
-                    if n:
-                        counts[name] = n
-
-            session.execute_read(work)
-        return dict(sorted(counts.items()))
+        for start in range(0, len(tokens), per_query):
+            part = tokens[start : start + per_query]
+            branches = []
+            for i, token in enumerate(part):
+                if token in EDGE_KINDS:  # shares a type with an edge kind: count entity pairs only
+                    pattern = f"(:Entity)-[r:{_safe(token)}]->(:Entity)"
+                else:  # answered from the count store, without touching relationships
+                    pattern = f"()-[r:{_safe(token)}]->()"
+                branches.append(f"MATCH {pattern} RETURN {i} AS i, count(r) AS n")
+            for record in self._read(" UNION ALL ".join(branches)):
+                counts[part[record["i"]]] = record["n"]
+        return counts
 
     def iter_relations(self, *, batch_size: int = 50_000) -> Iterator[list[Relation]]:
         # paged by source entity in id order: bounded memory on the server and here
@@ -759,41 +813,11 @@ class Neo4jStore:
     def relation_arrays(
         self, *, relation_types: Sequence[str] | None = None, domain: str | None = None
     ) -> RelationArrays:
-        pairs = sorted(self._relation_type_nodes(), key=lambda p: p[1])
-        type_names = [name for _, name in pairs]
-        type_index = {token: i for i, (token, _) in enumerate(pairs)}
-        entity_ids = [r["id"] for r in self._read("MATCH (e:Entity) RETURN e.id AS id ORDER BY id")]
-        entity_index = {e: i for i, e in enumerate(entity_ids)}
-        clauses, params = [], {}
-        if relation_types is not None:
-            clauses.append("type(r) IN $tokens AND r.type IN $names")
-            params["tokens"] = [relation_token(n) for n in relation_types]
-            params["names"] = list(relation_types)
-        if domain is not None:
-            clauses.append("t.domain = $domain")
-            params["domain"] = domain
-        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
-        start = "MATCH (s:Entity {domain: $domain}) " if domain is not None else "MATCH (s:Entity) "
-        # one row per source entity keeps the number of records (and their decoding) small
-        query = start + f"RETURN s.id AS s, [(s)-[r]->(t:Entity) {where}| [type(r), t.id]] AS out"
-        src: list[int] = []
-        rel: list[int] = []
-        dst: list[int] = []
-        for record in self._read(query, **params):
-            out = record["out"]
-            if not out:
-                continue
-            s = entity_index[record["s"]]
-            src.extend([s] * len(out))
-            for token, target in out:
-                rel.append(type_index[token])
-                dst.append(entity_index[target])
-        return RelationArrays(
-            entity_ids=entity_ids,
-            src=np.asarray(src, dtype=np.int32),
-            dst=np.asarray(dst, dtype=np.int32),
-            rel=np.asarray(rel, dtype=np.int32),
-            relation_types=type_names,
+        return project_relations(
+            lambda: self._session(read=True),
+            self._relation_type_nodes(),
+            relation_types=relation_types,
+            domain=domain,
         )
 
     # ------------------------------------------------------------------ reading edges

@@ -456,6 +456,10 @@ class SQLStore:
             ).fetchall()
         return dict(rows)
 
+    def relation_count(self) -> int:
+        with self._connect() as conn:
+            return conn.exec_driver_sql("SELECT COUNT(*) FROM relations").scalar_one()
+
     def iter_relations(self, *, batch_size: int = 50_000) -> Iterator[list[Relation]]:
         last = (-1, -1, -1)
         while True:

@@ -127,6 +127,18 @@ def test_relations_are_free_text_and_counted_by_type(people):
         people.upsert_relations([("ada", "  ", "london")])
 
 
+def test_relation_count_counts_relations_not_edges(people):
+    assert people.relation_count() == 4
+    people.upsert(Task(id="q1", question="Who were Ada's parents?"))
+    people.upsert(
+        Edge(kind="SUPPORTS", source_kind="Entity", source="byron", target_kind="Task", target="q1")
+    )
+    assert people.relation_count() == 4  # an edge leaving an entity is not a relation
+    people.upsert_relations([("ada", "SUPPORTS", "charles"), ("ada", "born_in", "london")])
+    assert people.relation_count() == 5 == sum(people.relation_types().values())
+    assert people.relation_types()["SUPPORTS"] == 1
+
+
 def test_neighbors_by_direction_and_relation(people):
     out = people.neighbors("ada")
     assert [(r.type, e.id) for r, e in out] == [
