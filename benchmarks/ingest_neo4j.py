@@ -170,23 +170,29 @@ def bench_neo4j(
         base_rate = len(sample) / base_seconds
         _wipe(store)
 
-        baseline = (f"per-row auto-commit MERGE ({len(sample):,} triples)", round(base_rate, 1))
+        def ingest_result(metric: str, seconds: float, report, **extra) -> dict:
+            rate = len(triples) / seconds
+            return result(
+                metric,
+                round(rate, 1),
+                "relations/s",
+                f"per-row auto-commit MERGE ({len(sample):,} triples)",
+                round(base_rate, 1),
+                round(rate / base_rate, 1),
+                relations=len(triples),
+                entities=n_entities,
+                rows=report.rows,
+                seconds=round(seconds, 2),
+                batch_size=batch_size,
+                **extra,
+            )
+
         seconds, report = _import(store, data_dir)
         stats = store.stats()
         assert stats["nodes"]["Entity"] == n_entities, stats["nodes"]
         assert stats["edges"]["RELATION"] == len(triples), stats["edges"]["RELATION"]
-        first = result(
-            "neo4j_relations_per_s_first_import",
-            round(len(triples) / seconds, 1),
-            "relations/s",
-            *baseline,
-            round(len(triples) / seconds / base_rate, 1),
-            relations=len(triples),
-            entities=n_entities,
-            rows=report.rows,
-            seconds=round(seconds, 2),
-            batch_size=batch_size,
-            server="just started",
+        first = ingest_result(
+            "neo4j_relations_per_s_first_import", seconds, report, server="just started"
         )
 
         started = time.perf_counter()
@@ -217,24 +223,14 @@ def bench_neo4j(
             copy = _renamed_copy(data_dir, Path(tmp), "copy2:")
             seconds, report = _import(store, copy)
         assert store.relation_count() == 2 * len(triples)
-        results.insert(
-            0,
-            result(
-                "neo4j_relations_per_s",
-                round(len(triples) / seconds, 1),
-                "relations/s",
-                *baseline,
-                round(len(triples) / seconds / base_rate, 1),
-                relations=len(triples),
-                entities=n_entities,
-                rows=report.rows,
-                seconds=round(seconds, 2),
-                batch_size=batch_size,
-                server=f"running; graph already holds {len(triples):,} relations",
-                first_import=first["value"],
-            ),
+        steady = ingest_result(
+            "neo4j_relations_per_s",
+            seconds,
+            report,
+            server=f"running; graph already holds {len(triples):,} relations",
+            first_import=first["value"],
         )
-        results.insert(1, first)
+        results[:0] = [steady, first]
         store.close()
     finally:
         if server is not None:

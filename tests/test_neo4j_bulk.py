@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from kag.schema import Entity, Relation
+from kag.schema import EDGE_ENDPOINTS, Entity, Relation
 from kag.stores.base import GraphBatch, StoreError
 from kag.stores.neo4j import Neo4jConfig
 from kag.stores.neo4j_bulk import SeenKeys
@@ -30,6 +30,13 @@ def _relationship_rows(store) -> list[tuple[str, str, str, str | None]]:
         "r.props AS props ORDER BY s, type, t"
     )
     return [(r["s"], r["type"], r["t"], r["props"]) for r in rows]
+
+
+def test_no_edge_kind_joins_two_entities():
+    # `Neo4jStore.relation_count` counts relationships leaving entities minus edges doing so;
+    # an Entity -> Entity edge kind would need a different count
+    assert all(ends != ("Entity", "Entity") for e in EDGE_ENDPOINTS.values() for ends in e)
+    assert any(source == "Entity" for e in EDGE_ENDPOINTS.values() for source, _ in e)
 
 
 def test_seen_keys_never_forgets_and_rarely_errs():

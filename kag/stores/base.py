@@ -28,10 +28,22 @@ __all__ = [
     "Direction",
     "NameMatch",
     "TrajectoryQuery",
+    "check_direction",
 ]
 
 Direction = Literal["out", "in", "both"]
 NameMatch = Literal["exact", "prefix", "contains"]
+
+
+def check_direction(direction: str) -> None:
+    """Refuse a `neighbors` direction other than `out`, `in` or `both`.
+
+    >>> check_direction("sideways")
+    Traceback (most recent call last):
+    ValueError: direction must be 'out', 'in' or 'both', not 'sideways'
+    """
+    if direction not in ("out", "in", "both"):
+        raise ValueError(f"direction must be 'out', 'in' or 'both', not {direction!r}")
 
 
 class StoreError(RuntimeError):
@@ -45,7 +57,7 @@ class GraphBatch:
     `ensure_entities` lists entity ids that must exist: missing ones are created with the id as
     their name, existing ones are left untouched (bulk import of bare triples uses this).
 
-    >>> b = GraphBatch(); b.add(Entity(id="e1", name="Ada")); len(b)
+    >>> len(GraphBatch().add(Entity(id="e1", name="Ada")))
     1
     """
 

@@ -53,17 +53,18 @@ from kag.stores.base import (
     RelationArrays,
     StoreError,
     TrajectoryQuery,
+    check_direction,
 )
 from kag.stores.neo4j_migrations import MIGRATIONS_DIR, apply_migrations
 from kag.stores.neo4j_projection import project_relations
 
 __all__ = ["Neo4jConfig", "Neo4jStore", "parse_neo4j_url"]
 
-#: edge kinds that can leave an Entity node (none ends at one): relationships, not relations
+#: edge kinds that can leave an Entity node: relationships, not relations. `relation_count`
+#: relies on none of them also ending at one (tests/test_neo4j_bulk.py checks it).
 _EDGE_KINDS_FROM_ENTITY = tuple(
     kind for kind, ends in EDGE_ENDPOINTS.items() if any(s == "Entity" for s, _ in ends)
 )
-assert not any(ends == ("Entity", "Entity") for e in EDGE_ENDPOINTS.values() for ends in e)
 
 _SCHEMES = ("neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc")
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -488,11 +489,7 @@ class Neo4jStore:
                 created += result.consume().counters.relationships_created
                 if n != len(chunk):
                     ids = {row["s"] for row in chunk} | {row["t"] for row in chunk}
-                    missing = _missing(tx, "Entity", ids)
-                    raise StoreError(
-                        f"{len(missing)} relation endpoint(s) are not entities of the graph, e.g. "
-                        f"{missing[:5]}; upsert the entities first (or list them in ensure_entities)"
-                    )
+                    raise _missing_entities(_missing(tx, "Entity", ids))
         if batch.edges:
             groups: dict[tuple[str, str, str], dict[tuple[str, str], dict[str, Any]]] = {}
             for e in batch.edges:
@@ -669,8 +666,7 @@ class Neo4jStore:
         direction: Direction = "out",
         limit: int | None = None,
     ) -> list[tuple[Relation, Entity]]:
-        if direction not in ("out", "in", "both"):
-            raise ValueError(f"direction must be 'out', 'in' or 'both', not {direction!r}")
+        check_direction(direction)
         names = [relation] if isinstance(relation, str) else list(relation or [])
         tokens = [relation_token(n) for n in names]
         condition = "type(r) IN $tokens AND r.type IN $names" if names else "true"
@@ -945,6 +941,13 @@ def _collision(name: str, other: str, token: str) -> StoreError:
     return StoreError(
         f"relation types {name!r} and {other!r} both map to the Neo4j relationship type {token!r}; "
         "rename one of them (Neo4j types are made of letters, digits and '_')"
+    )
+
+
+def _missing_entities(missing: Sequence[str]) -> StoreError:
+    return StoreError(
+        f"{len(missing)} relation endpoint(s) are not entities of the graph, e.g. "
+        f"{missing[:5]}; upsert the entities first (or list them in ensure_entities)"
     )
 
 

@@ -31,15 +31,13 @@ from __future__ import annotations
 import concurrent.futures as cf
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from kag.schema import Relation, relation_token
 from kag.stores.base import StoreError
-
-if TYPE_CHECKING:
-    from kag.stores.neo4j import Neo4jStore
+from kag.stores.neo4j import Neo4jStore, _dumps, _missing_entities, _safe
 
 __all__ = ["RelationBulkWriter", "SeenKeys"]
 
@@ -70,8 +68,6 @@ _MERGE = (
 
 
 def _props(relation: Relation) -> str | None:
-    from kag.stores.neo4j import _dumps
-
     return _dumps(relation.props) if relation.props else None
 
 
@@ -147,12 +143,11 @@ class RelationBulkWriter:
     def __init__(self, store: Neo4jStore, *, relations_before: int) -> None:
         self._store = store
         self._size = store.config.batch_size
-        self._workers = max(1, store.config.write_workers)
+        self._workers = store.config.write_workers
         self._pool = cf.ThreadPoolExecutor(self._workers, thread_name_prefix="kag-neo4j-write")
         self._inflight: deque[tuple[cf.Future[int], int]] = deque()
         self._seen = SeenKeys()
         self._fresh_names: dict[str, bool] = {}  # name -> fresh when first seen by this write
-        self._fresh_tokens: list[str] = []
         self._existing_types: set[str] | None = None
         self._node_ids: dict[str, int] = {}  # entity id -> internal node id
         self._repeats: dict[tuple[str, str, str], Row] = {}
@@ -193,10 +188,6 @@ class RelationBulkWriter:
                     self._repeats[key] = fresh[key]
                 else:
                     new.append(fresh[key])
-            import os
-
-            if os.environ.get("KAG_SORT"):
-                new.sort(key=lambda row: row[int(os.environ["KAG_SORT"])])
             for start in range(0, len(new), self._size):
                 self._submit(new[start : start + self._size])
             if len(self._repeats) >= self._size:
@@ -207,10 +198,9 @@ class RelationBulkWriter:
         """Wait for all `CREATE`s, merge the repeats, and repair what a concurrent writer did."""
         self._drain()
         self._merge_repeats()
-        if self._fresh_tokens:
-            expected = self._before + self._created + self.merged
-            if self._store.relation_count() > expected:
-                self._remove_duplicates(self._fresh_tokens)
+        fresh = [relation_token(name) for name, is_fresh in self._fresh_names.items() if is_fresh]
+        if fresh and self._store.relation_count() > self._before + self._created + self.merged:
+            self._remove_duplicates(fresh)
 
     def __enter__(self) -> RelationBulkWriter:
         return self
@@ -239,10 +229,7 @@ class RelationBulkWriter:
         tokens = {name: relation_token(name) for name in names}
         used = self._store._type_counts([t for t in tokens.values() if t in self._existing_types])
         for name, token in tokens.items():
-            fresh = not used.get(token)
-            self._fresh_names[name] = fresh
-            if fresh:
-                self._fresh_tokens.append(token)
+            self._fresh_names[name] = not used.get(token)
 
     # ------------------------------------------------------------------ writing
 
@@ -262,10 +249,7 @@ class RelationBulkWriter:
                 node_ids[record["key"]] = record["node"]
         missing = [key for key in keys if key not in node_ids]
         if missing:
-            raise StoreError(
-                f"{len(missing)} relation endpoint(s) are not entities of the graph, e.g. "
-                f"{missing[:5]}; upsert the entities first (or list them in ensure_entities)"
-            )
+            raise _missing_entities(missing)
         return node_ids
 
     def _params(self, rows: Sequence[Row]) -> dict[str, Any]:
@@ -326,8 +310,6 @@ class RelationBulkWriter:
 
     def _remove_duplicates(self, tokens: Sequence[str]) -> None:
         """Keep one relationship per (source, token, target) of `tokens`; delete the rest."""
-        from kag.stores.neo4j import _safe
-
         for token in tokens:
             query = (
                 f"MATCH (a:Entity)-[r:{_safe(token)}]->(b:Entity) "

@@ -27,6 +27,7 @@ from kag.stores.base import (
     RelationArrays,
     StoreError,
     TrajectoryQuery,
+    check_direction,
 )
 
 __all__ = ["SQLStore", "MIGRATIONS_DIR"]
@@ -422,8 +423,7 @@ class SQLStore:
         direction: Direction = "out",
         limit: int | None = None,
     ) -> list[tuple[Relation, Entity]]:
-        if direction not in ("out", "in", "both"):
-            raise ValueError(f"direction must be 'out', 'in' or 'both', not {direction!r}")
+        check_direction(direction)
         ent_cols = ", ".join(f"o.{c}" for c in ("id", *T.NODE_FIELDS["Entity"]))
         parts, params = [], []
         types = [relation] if isinstance(relation, str) else list(relation or [])

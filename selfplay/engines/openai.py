@@ -125,10 +125,9 @@ class OpenAIEngine:
     def count_tokens(
         self, conversation: list[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
     ) -> int:
-        from selfplay.engines.vllm import render_chat
+        from selfplay.engines.vllm import count_prompt_tokens
 
-        (conversation,) = check_conversations([conversation])
-        return len(render_chat(self.tokenizer, conversation, check_tools(tools)))
+        return count_prompt_tokens(self.tokenizer, conversation, tools)
 
     def chat(
         self,

@@ -89,6 +89,17 @@ def render_chat(
     return tokenizer.encode(text, add_special_tokens=False)
 
 
+def count_prompt_tokens(
+    tokenizer: Any,
+    conversation: list[dict[str, Any]],
+    tools: Sequence[dict[str, Any]] | None = None,
+) -> int:
+    """Prompt tokens of `conversation` (with the generation prompt), checked first; every
+    engine's `count_tokens`."""
+    (conversation,) = check_conversations([conversation])
+    return len(render_chat(tokenizer, conversation, check_tools(tools)))
+
+
 def _check_model_dir(model_dir: str | os.PathLike[str]) -> Path:
     path = Path(model_dir)
     if not (path / "config.json").is_file():
@@ -150,8 +161,7 @@ class VLLMEngine:
         self, conversation: list[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
     ) -> int:
         """Prompt tokens of `conversation` (with the generation prompt), as the engine will see them."""
-        (conversation,) = check_conversations([conversation])
-        return len(render_chat(self._tokenizer, conversation, check_tools(tools)))
+        return count_prompt_tokens(self._tokenizer, conversation, tools)
 
     def chat(
         self,
