@@ -30,7 +30,7 @@ import org.neo4j.kernel.internal.GraphDatabaseAPI;
  *
  * <pre>
  * java -Xmx1g -jar target/kag-neo4j-launcher.jar [--data DIR] [--port 0] [--password PW]
- *      [--pagecache 256m] [--exit-on-stdin-eof]
+ *      [--pagecache 256m] [--config neo4j.conf] [--exit-on-stdin-eof]
  * </pre>
  *
  * Without {@code --data} the database lives in a temporary directory removed on shutdown.
@@ -46,9 +46,10 @@ public final class Launcher {
         try {
             run(args);
         } catch (Exception e) {
-            // without exiting, the database's own threads would keep a half-started JVM alive
-            System.err.println("kag-neo4j-launcher: start-up failed: " + e);
+            // without exiting, the database's own threads would keep a half-started JVM alive;
+            // the summary comes last, on one line, for whoever reads the tail of the log
             e.printStackTrace();
+            System.err.println("kag-neo4j-launcher: start-up failed: " + rootMessage(e));
             System.exit(1);
         }
     }
@@ -59,6 +60,7 @@ public final class Launcher {
         String password = null;
         long pagecache = 256L << 20;
         boolean exitOnStdinEof = false;
+        Path config = null;
         for (int i = 0; i < args.length; i++) {
             String arg = args[i];
             switch (arg) {
@@ -66,10 +68,11 @@ public final class Launcher {
                 case "--port" -> port = Integer.parseInt(value(args, ++i, arg));
                 case "--password" -> password = value(args, ++i, arg);
                 case "--pagecache" -> pagecache = parseBytes(value(args, ++i, arg));
+                case "--config" -> config = Path.of(value(args, ++i, arg));
                 case "--exit-on-stdin-eof" -> exitOnStdinEof = true;
                 case "-h", "--help" -> {
                     System.out.println("usage: kag-neo4j-launcher [--data DIR] [--port N] [--password PW]"
-                            + " [--pagecache SIZE] [--exit-on-stdin-eof]");
+                            + " [--pagecache SIZE] [--config neo4j.conf] [--exit-on-stdin-eof]");
                     return;
                 }
                 default -> fail("unknown argument " + arg);
@@ -86,7 +89,14 @@ public final class Launcher {
 
         // Neo4j logs through its own files under the home directory; keep stdout for our one line.
         PrintStream out = System.out;
-        DatabaseManagementService dbms = new DatabaseManagementServiceBuilder(home)
+        DatabaseManagementServiceBuilder builder = new DatabaseManagementServiceBuilder(home);
+        if (config != null) {
+            if (!Files.isRegularFile(config)) {
+                fail("--config " + config + " is not a file");
+            }
+            builder.loadPropertiesFromFile(config); // the options below take precedence
+        }
+        DatabaseManagementService dbms = builder
                 .setConfig(BoltConnector.enabled, true)
                 .setConfig(BoltConnector.listen_address, new SocketAddress("127.0.0.1", port))
                 .setConfig(GraphDatabaseSettings.auth_enabled, true)
@@ -138,9 +148,11 @@ public final class Launcher {
     private static String rootMessage(Throwable e) {
         StringBuilder sb = new StringBuilder();
         for (Throwable t = e; t != null; t = t.getCause()) {
-            sb.append(t.getMessage()).append(" | ");
+            if (t.getMessage() != null && sb.indexOf(t.getMessage()) < 0) {
+                sb.append(sb.length() == 0 ? "" : " | ").append(t.getMessage());
+            }
         }
-        return sb.toString();
+        return sb.length() == 0 ? e.toString() : sb.toString();
     }
 
     private static String value(String[] args, int i, String flag) {
