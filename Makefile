@@ -50,6 +50,7 @@ demo: setup
 
 bench: setup neo4j-launcher
 	for b in benchmarks/*.py; do case $$b in *_*.py) continue;; esac; $(PY) $$b || exit 1; done
+	$(PY) benchmarks/ingest.py --backend neo4j
 
 clean:
 	rm -rf $(VENV) neo4j-launcher/target demo .pytest_cache .ruff_cache
