@@ -33,17 +33,20 @@ LAUNCHER_DIR = Path(__file__).resolve().parents[1] / "neo4j-launcher"
 _READY = "KAG_NEO4J_READY "
 
 
+_COLLECTORS = ("Serial", "Parallel", "G1", "Z", "Shenandoah", "Epsilon")
+
+
 def _is_gc_option(option: str) -> bool:
-    return option.startswith("-XX:+Use") and option.endswith("GC")
+    """Whether a JVM option picks a garbage collector (`-XX:+UseG1GC`, ...)."""
+    return option in {f"-XX:+Use{name}GC" for name in _COLLECTORS}
 
 
-def _setting_line(key: str, value: str) -> str:
-    key, value = str(key), str(value)
+def _check_setting(key: str, value: str) -> None:
+    """Refuse a neo4j.conf setting that one `key=value` line cannot hold."""
     if not key or any(c in key for c in "=\n\r#") or key != key.strip():
         raise ValueError(f"LauncherConfig.settings: {key!r} is not a neo4j.conf setting name")
     if any(c in value for c in "\n\r"):
         raise ValueError(f"LauncherConfig.settings: the value of {key} spans lines: {value!r}")
-    return f"{key}={value}"
 
 
 class LauncherError(RuntimeError):
@@ -114,7 +117,7 @@ class LauncherConfig:
 
     def __post_init__(self) -> None:
         for key, value in self.settings:
-            _setting_line(key, value)  # raises on a name or value the config file cannot hold
+            _check_setting(str(key), str(value))
 
     def start(self) -> Neo4jServer:
         jar = build_launcher(self.launcher_dir)
@@ -151,7 +154,7 @@ class LauncherConfig:
             cmd += ["--password", self.password]
         if self.settings:
             conf = log_dir / "neo4j.conf"
-            conf.write_text("".join(f"{_setting_line(k, v)}\n" for k, v in self.settings))
+            conf.write_text("".join(f"{k}={v}\n" for k, v in self.settings))
             cmd += ["--config", str(conf)]
         stdout = (log_dir / "stdout.log").open("wb")
         stderr = (log_dir / "stderr.log").open("wb")

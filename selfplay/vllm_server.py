@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.models import check_model_dir
+
 __all__ = ["VLLMServer", "VLLMServerConfig", "free_port"]
 
 
@@ -63,9 +65,7 @@ class VLLMServer:
     def __init__(
         self, model_dir: str | os.PathLike[str], *, config: VLLMServerConfig = VLLMServerConfig()
     ) -> None:
-        self.model_dir = Path(model_dir)
-        if not (self.model_dir / "config.json").is_file():
-            raise ValueError(f"model directory {self.model_dir} has no config.json")
+        self.model_dir = check_model_dir(model_dir)
         self.config = config
         self.port = config.port or free_port(config.host)
         self.model = config.served_model_name or str(self.model_dir)

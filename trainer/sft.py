@@ -52,6 +52,7 @@ from trainer.distributed import (
     wrap_model,
 )
 from trainer.metrics import MetricsLogger
+from trainer.models import check_model_dir
 from trainer.moe import router_stats
 from trainer.packing import (
     IGNORE_INDEX,
@@ -175,11 +176,7 @@ def load_causal_lm(model_dir: str | Path, *, experts_implementation: str | None 
     """A Hugging Face causal LM from a local directory, with fp32 weights for training."""
     from transformers import AutoModelForCausalLM
 
-    path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise ValueError(
-            f"model directory {path} has no config.json (expected a Hugging Face model)"
-        )
+    path = check_model_dir(model_dir)
     kwargs: dict[str, Any] = {"dtype": torch.float32}
     if experts_implementation is not None:
         kwargs["experts_implementation"] = experts_implementation
@@ -652,12 +649,8 @@ def train_sft(config: SFTConfig) -> SFTResult:
 
 def _check_inputs(config: SFTConfig) -> None:
     """Name a missing model or dataset directory before transformers reads it as a hub id."""
-    model_dir, data_dir = Path(config.model_dir), Path(config.data_dir)
-    if not (model_dir / "config.json").is_file():
-        raise ValueError(
-            f"model directory {model_dir} has no config.json: pass a local Hugging Face model "
-            "directory (`kag model tiny DIR` builds one)"
-        )
+    check_model_dir(config.model_dir)
+    data_dir = Path(config.data_dir)
     if not data_dir.is_dir():
         raise ValueError(
             f"dataset directory {data_dir} does not exist: pass a directory written by `kag export sft`"

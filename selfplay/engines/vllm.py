@@ -18,7 +18,6 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from selfplay.engines.base import (
@@ -31,6 +30,7 @@ from selfplay.engines.base import (
     per_conversation,
 )
 from selfplay.engines.loop import BackgroundLoop
+from trainer.models import check_model_dir
 
 __all__ = ["VLLMEngine", "VLLMEngineConfig", "render_chat"]
 
@@ -100,15 +100,6 @@ def count_prompt_tokens(
     return len(render_chat(tokenizer, conversation, check_tools(tools)))
 
 
-def _check_model_dir(model_dir: str | os.PathLike[str]) -> Path:
-    path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise ValueError(
-            f"model directory {path} has no config.json (build one with `kag model tiny {path}`)"
-        )
-    return path
-
-
 class VLLMEngine:
     """The `Engine` interface on vLLM's `AsyncLLM`, running in this process (see module docstring)."""
 
@@ -117,7 +108,7 @@ class VLLMEngine:
     ) -> None:
         from transformers import AutoTokenizer
 
-        self.model_dir = _check_model_dir(model_dir)
+        self.model_dir = check_model_dir(model_dir)
         self.config = config
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self._loop = BackgroundLoop("vllm-engine")
