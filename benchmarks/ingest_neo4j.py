@@ -69,11 +69,16 @@ def _renamed_copy(data_dir: Path, out: Path, prefix: str) -> Path:
     """FB15k-237 with `prefix` before every entity id and relation name: a second, disjoint graph."""
     out.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
-        with (data_dir / name).open(encoding="utf-8") as src, (out / name).open("w") as dst:
+        with (
+            (data_dir / name).open(encoding="utf-8") as src,
+            (out / name).open("w", encoding="utf-8") as dst,
+        ):
             for line in src:
                 dst.write("\t".join(prefix + field for field in line.split("\t")))
     with (data_dir / "entity2text.txt").open(encoding="utf-8") as src:
-        (out / "entity2text.txt").write_text("".join(prefix + line for line in src))
+        (out / "entity2text.txt").write_text(
+            "".join(prefix + line for line in src), encoding="utf-8"
+        )
     return out
 
 

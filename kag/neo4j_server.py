@@ -33,12 +33,10 @@ LAUNCHER_DIR = Path(__file__).resolve().parents[1] / "neo4j-launcher"
 _READY = "KAG_NEO4J_READY "
 
 
-_COLLECTORS = ("Serial", "Parallel", "G1", "Z", "Shenandoah", "Epsilon")
-
-
-def _is_gc_option(option: str) -> bool:
-    """Whether a JVM option picks a garbage collector (`-XX:+UseG1GC`, ...)."""
-    return option in {f"-XX:+Use{name}GC" for name in _COLLECTORS}
+#: JVM options that pick a garbage collector; one in `jvm_options` replaces the default
+_GC_OPTIONS = frozenset(
+    f"-XX:+Use{name}GC" for name in ("Serial", "Parallel", "G1", "Z", "Shenandoah", "Epsilon")
+)
 
 
 def _check_setting(key: str, value: str) -> None:
@@ -130,7 +128,7 @@ class LauncherConfig:
             f"-Xmx{self.heap}",
             # throughput collector: FB15k-237 imports ran 10% faster than with G1 on 2 cores,
             # and its pauses stay short at these heap sizes
-            *(() if any(_is_gc_option(o) for o in self.jvm_options) else ("-XX:+UseParallelGC",)),
+            *(() if _GC_OPTIONS.intersection(self.jvm_options) else ("-XX:+UseParallelGC",)),
             "-XX:+ExitOnOutOfMemoryError",
             # what Neo4j's own start script opens, for its off-heap page cache and direct I/O
             "--add-opens=java.base/java.nio=ALL-UNNAMED",
