@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from exporters.select import _CHUNK, _chunks, _Reader
+from kag.messages import chat_message
 from kag.schema import ToolCall
 from kag.stores.base import GraphStore
 
@@ -42,14 +43,14 @@ def step_message(
 ) -> dict[str, Any]:
     """The DESIGN section 4 message of a raw `steps` row (the same as `Step.to_message()`)."""
     calls = json.loads(tool_calls) if tool_calls and tool_calls != "[]" else None
-    return {
-        "role": role,
-        "content": content or "",
-        "reasoning_content": reasoning if role == "assistant" else None,
-        "tool_calls": [ToolCall(**c).to_message() for c in calls] if calls else None,
-        "tool_call_id": tool_call_id if role == "tool" else None,
-        "name": name if role == "tool" else None,
-    }
+    return chat_message(
+        role,
+        content,
+        reasoning=reasoning,
+        tool_calls=[ToolCall(**c).to_message() for c in calls or ()],
+        tool_call_id=tool_call_id,
+        name=name,
+    )
 
 
 class SQLReader(_Reader):

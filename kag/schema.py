@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from kag.messages import ROLES, chat_message, tool_call
+
 __all__ = [
     "NODE_KINDS",
     "EDGE_KINDS",
@@ -441,14 +443,7 @@ class ToolCall:
 
     def to_message(self) -> dict[str, Any]:
         """DESIGN section 4 shape: `{"id", "type": "function", "function": {name, arguments}}`."""
-        return {
-            "id": self.id,
-            "type": "function",
-            "function": {"name": self.name, "arguments": self.arguments},
-        }
-
-
-ROLES = ("system", "user", "assistant", "tool")
+        return tool_call(self.id, self.name, self.arguments)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -514,14 +509,14 @@ class Step(Node):
 
     def to_message(self) -> dict[str, Any]:
         """The DESIGN section 4 message for this step."""
-        return {
-            "role": self.role,
-            "content": self.content,
-            "reasoning_content": self.reasoning if self.role == "assistant" else None,
-            "tool_calls": [c.to_message() for c in self.tool_calls] or None,
-            "tool_call_id": self.tool_call_id if self.role == "tool" else None,
-            "name": self.name if self.role == "tool" else None,
-        }
+        return chat_message(
+            self.role,
+            self.content,
+            reasoning=self.reasoning,
+            tool_calls=[c.to_message() for c in self.tool_calls],
+            tool_call_id=self.tool_call_id,
+            name=self.name,
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -18,6 +18,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from kag.messages import chat_message
+
 __all__ = ["ParsedTurn", "parse_assistant", "extract_answer"]
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
@@ -47,14 +49,9 @@ class ParsedTurn:
         >>> parse_assistant("<think>hm</think>Hi").to_message()["reasoning_content"]
         'hm'
         """
-        return {
-            "role": "assistant",
-            "content": self.content,
-            "reasoning_content": self.reasoning,
-            "tool_calls": list(self.tool_calls) or None,
-            "tool_call_id": None,
-            "name": None,
-        }
+        return chat_message(
+            "assistant", self.content, reasoning=self.reasoning, tool_calls=self.tool_calls
+        )
 
 
 def _snippet(text: str) -> str:

@@ -64,6 +64,8 @@ class Rollout:
     run_id: str
     policy: str
     sample: int = 0
+    #: ids of the tools offered in the prompt, in the order the prompt lists them
+    tools: tuple[str, ...] = ()
     messages: list[dict[str, Any]] = field(default_factory=list)
     message_tokens: list[int] = field(default_factory=list)
     tool_results: dict[int, ToolResult] = field(default_factory=dict)
@@ -104,9 +106,14 @@ class Rollout:
         return [self.tool_results[i] for i in sorted(self.tool_results)]
 
     def counters(self) -> dict[str, Any]:
-        """The rollout's tool-use counts, stored in the Trajectory's props."""
+        """The rollout's offered tools and tool-use counts, stored in the Trajectory's props.
+
+        The exporters rebuild the prompt from `tools`, so a model trains on the tool list that
+        self-play offers, in the same order.
+        """
         return {
             "sample": self.sample,
+            "tools": list(self.tools),
             "n_tool_calls": self.n_tool_calls,
             "n_malformed": self.n_malformed,
             "n_tool_errors": self.n_tool_errors,

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from kag.messages import chat_message
 from kag.schema import Task
 from selfplay.parsing import extract_answer, parse_assistant
 from selfplay.rollout import Rollout, ToolResult, trajectory_id
@@ -267,6 +268,7 @@ class Solver:
         self.tools = tools
         self.config = config or SolverConfig()
         self._specs = tools.specs()
+        self._tool_ids = tuple(t.id for t in tools)
         self._specs_bytes = len(json.dumps(self._specs).encode()) + 64
 
     def start(self, task: Task, *, run_id: str, sample: int = 0) -> Rollout:
@@ -277,9 +279,10 @@ class Solver:
             run_id=run_id,
             policy=self.policy.name,
             sample=sample,
+            tools=self._tool_ids,
         )
-        rollout.add(_message("system", self.config.system_prompt))
-        rollout.add(_message("user", task.question))
+        rollout.add(chat_message("system", self.config.system_prompt))
+        rollout.add(chat_message("user", task.question))
         return rollout
 
     def solve(
@@ -346,7 +349,7 @@ class Solver:
                     ended.append(r)
                 elif r.n_turns >= cfg.max_turns and r.id not in final:
                     final.add(r.id)
-                    r.add(_message("user", ANSWER_NOW))
+                    r.add(chat_message("user", ANSWER_NOW))
                     still.append(r)
                 else:
                     still.append(r)
@@ -396,14 +399,7 @@ class Solver:
         calls = list(action.tool_calls or []) + turn.tool_calls
         reasoning = action.reasoning or turn.reasoning
         errors = [e for e in turn.errors if e.startswith(_CALL_ERROR_PREFIXES)]
-        message = {
-            "role": "assistant",
-            "content": turn.content,
-            "reasoning_content": reasoning,
-            "tool_calls": calls or None,
-            "tool_call_id": None,
-            "name": None,
-        }
+        message = chat_message("assistant", turn.content, reasoning=reasoning, tool_calls=calls)
         r.add(message, tokens=action.n_tokens)
         r.context_messages = len(r.messages)
         answer = extract_answer(action.text)
@@ -421,7 +417,7 @@ class Solver:
         if not cfg.remind:
             _end(r, "completed", "no tool call and no answer")
             return True
-        r.add(_message("user", REMINDER))
+        r.add(chat_message("user", REMINDER))
         return False
 
     def _run_calls(self, r: Rollout, calls: list[dict[str, Any]], errors: list[str]) -> None:
@@ -451,42 +447,21 @@ class Solver:
                 )
                 r.n_tool_errors += not obs.ok
             idx = r.add(
-                {
-                    "role": "tool",
-                    "content": observation_text,
-                    "reasoning_content": None,
-                    "tool_calls": None,
-                    "tool_call_id": call.get("id"),
-                    "name": name,
-                }
+                chat_message("tool", observation_text, tool_call_id=call.get("id"), name=name)
             )
             r.tool_results[idx] = result
         for k, error in enumerate(errors):
             r.n_malformed += 1
             idx = r.add(
-                {
-                    "role": "tool",
-                    "content": json.dumps({"error": f"malformed tool call: {error}"}),
-                    "reasoning_content": None,
-                    "tool_calls": None,
-                    "tool_call_id": f"malformed_{r.n_turns}_{k}",
-                    "name": None,
-                }
+                chat_message(
+                    "tool",
+                    json.dumps({"error": f"malformed tool call: {error}"}),
+                    tool_call_id=f"malformed_{r.n_turns}_{k}",
+                )
             )
             r.tool_results[idx] = ToolResult(
                 call_name=None, arguments=None, tool_id=None, ok=False, error=error, malformed=True
             )
-
-
-def _message(role: str, content: str) -> dict[str, Any]:
-    return {
-        "role": role,
-        "content": content,
-        "reasoning_content": None,
-        "tool_calls": None,
-        "tool_call_id": None,
-        "name": None,
-    }
 
 
 def _end(r: Rollout, status: str, reason: str | None) -> None:
