@@ -20,12 +20,12 @@ import shutil
 import time
 from pathlib import Path
 
+from kag.cli import main as kag_main
+
 __all__ = ["main"]
 
 
 def _stage(title: str, argv: list[str]) -> None:
-    from kag.cli import main as kag_main
-
     print(f"\n== {title}: kag {' '.join(argv)}", flush=True)
     start = time.perf_counter()
     rc = kag_main(argv)
