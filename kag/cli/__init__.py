@@ -68,7 +68,7 @@ COMMANDS: dict[str, tuple[str | dict[str, str], str]] = {
     "generate": ({"world": "kag.cli.world:main"}, "generate a synthetic knowledge graph"),
     "model": ({"tiny": "trainer.cli:model_main"}, "build the tiny test MoE model"),
     "selfplay": ("selfplay.cli:main", "run self-play data generation"),
-    "train": ("trainer.cli:main", "train MoE models (sft, grpo, opd)"),
+    "train": ({"sft": "trainer.cli:sft_main"}, "train MoE models"),
     "demo": ("kag.cli.demo:main", "the whole loop on the embedded default"),
 }
 
@@ -94,33 +94,50 @@ def _root_parser() -> argparse.ArgumentParser:
         prog="kag",
         description="Knowledge-action graph platform: curate, self-play, export, train.",
     )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
+    for name, (target, help_text) in COMMANDS.items():
+        # subcommands are listed from the table, so the help never offers one that is missing
+        listed = f"{help_text} ({', '.join(target)})" if isinstance(target, dict) else help_text
+        sub.add_parser(name, help=listed, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run `kag ARGV...` and return its exit code (0 done, 2 user error, 1 failure).
+
+    >>> main(["--version"])  # doctest: +SKIP
+    kag 0.1.0
+    0
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _root_parser()
+    if argv[:1] == ["--version"]:
+        from kag import __version__
+
+        print(f"kag {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
-        parser.print_help()
+        parser.print_help(file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         parser.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
     target, help_text = COMMANDS[name]
     if isinstance(target, dict):
-        if not rest or rest[0] in ("-h", "--help") or rest[0] not in target:
-            print(f"usage: kag {name} {{{','.join(target)}}} ...\n\n{help_text}", file=sys.stderr)
-            if rest and rest[0] not in ("-h", "--help"):
+        if not rest or rest[0] not in target:
+            asked = rest[:1] in (["-h"], ["--help"])
+            usage = f"usage: kag {name} {{{','.join(target)}}} ...\n\n{help_text}"
+            print(usage, file=sys.stdout if asked else sys.stderr)
+            if asked:
+                return 0
+            if rest:
                 print(f"kag {name}: error: unknown subcommand {rest[0]!r}", file=sys.stderr)
-                return 2
-            return 0 if rest else 2
+            return 2
         target, rest = target[rest[0]], rest[1:]
     try:
         return _call(target, rest)
-    except (UserError, ValueError, FileNotFoundError) as err:
+    except (UserError, ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
         print(f"kag {name}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -131,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except ConnectionError as err:  # a server that cannot be reached is a failure, not a bug
+        print(f"kag {name}: error: {err}", file=sys.stderr)
+        return 1
     except Exception as err:  # the store's own errors carry a user-facing message
         from kag.stores.base import StoreError
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -29,8 +30,9 @@ def _stage(title: str, argv: list[str]) -> None:
     print(f"\n== {title}: kag {' '.join(argv)}", flush=True)
     start = time.perf_counter()
     rc = kag_main(argv)
-    if rc != 0:
-        raise SystemExit(f"kag demo: stage {title!r} failed with exit code {rc}")
+    if rc != 0:  # the stage printed why; its exit code says whose fault it was (2 or 1)
+        print(f"kag demo: stage {title!r} failed with exit code {rc}", file=sys.stderr)
+        raise SystemExit(rc)
     print(f"== {title}: done in {time.perf_counter() - start:.1f} s", flush=True)
 
 
