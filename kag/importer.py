@@ -22,7 +22,7 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,9 @@ class TripleFormat:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ImportReport:
     """What an import did. `duplicates` counts rows that added no new relation (repeated in
-    the files or already in the graph); `relations_new` those that did."""
+    the files or already in the graph); `relations_new` those that did. `phrases` counts the
+    relation phrases applied (naming a relation type of the files or the graph);
+    `phrases_unmatched` names the phrase keys that matched none and were not stored."""
 
     files: list[str]
     rows: int
@@ -125,6 +127,7 @@ class ImportReport:
     phrases: int
     seconds: float
     entity_rows: int = 0
+    phrases_unmatched: list[str] = field(default_factory=list)
 
     @property
     def relations_per_s(self) -> float:
@@ -624,7 +627,8 @@ def import_triples(
     created with their id as name; entities already in the graph and not in the entity file are
     left as they are. Entity-file rows no triple refers to are skipped unless `all_entities`
     (FB15k-237's `entity2text.txt` names 14,951 mids, of which 14,541 are used). New entities
-    get `domain`. `relations_file` rows `name, phrase` set relation phrases (question text).
+    get `domain`. `relations_file` rows `name, phrase` set relation phrases (question text); a file none
+    of whose names is a relation type of the files or the graph is an error.
 
     >>> import_triples(graph, ["kb.txt"], delimiter="|")  # doctest: +SKIP
     ImportReport(files=['kb.txt'], rows=129235, entities_new=42778, ...)
@@ -644,12 +648,11 @@ def import_triples(
     )
     specs = []
     for path in files:
-        if not path.is_file():
-            raise FileNotFoundError(f"triple file {path} does not exist")
+        _check_file(path, "triple file")
         specs.append(base.resolve(path))
-    for side in (entities_file, relations_file):
-        if side is not None and not Path(side).is_file():
-            raise FileNotFoundError(f"file {side} does not exist")
+    for side, what in ((entities_file, "entity file"), (relations_file, "relation file")):
+        if side is not None:
+            _check_file(Path(side), what)
 
     # ---- pass 1: validate everything, collect the ids and types
     entity_info = (
@@ -664,11 +667,28 @@ def import_triples(
     for path, spec in zip(files, specs, strict=True):
         total, unit = _size(path, spec)
         bar = _Progress(progress, total, f"validate {path.name}", unit)
+        file_rows = 0
         try:
             for block in _read_triples(path, spec, bar):
-                rows += _validate_block(path, block, referenced, types)
+                file_rows += _validate_block(path, block, referenced, types)
         finally:
             bar.close()
+        if not file_rows:
+            why = "the file is empty" if not path.stat().st_size else "only a header or blank lines"
+            raise ImportFileError(path, None, None, f"holds no triples ({why}); nothing imported")
+        rows += file_rows
+    # a phrase names a relation type of these files or of the graph, else it applies to nothing
+    known = set(types) | set(store.relation_types()) if phrases else set()
+    unmatched = [name for name in phrases if name not in known]
+    if phrases and len(unmatched) == len(phrases):
+        raise ImportFileError(
+            relations_file,  # type: ignore[arg-type]
+            None,
+            "name",
+            f"none of its {len(phrases)} relation names is a relation type of the triple files "
+            f"or the graph (e.g. {unmatched[:3]}, while the files have {sorted(types)[:3]})",
+        )
+    phrases = {name: phrase for name, phrase in phrases.items() if name in known}
 
     # ---- which entities to write: named ones from the file, bare ones only if new
     named = (
@@ -714,9 +734,17 @@ def import_triples(
         duplicates=rows - relations_new,
         relation_types=len(types),
         phrases=len(phrases),
+        phrases_unmatched=unmatched,
         seconds=time.perf_counter() - started,
         entity_rows=len(entity_info),
     )
+
+
+def _check_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a directory; name the files in it")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
 
 
 def _check(check: Any, value: str, path: Path, number: int, field_name: str) -> None:

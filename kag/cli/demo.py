@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
     seed = str(args.seed)
 
     _stage("schema", ["db", "upgrade", *g])
-    _stage("curate", ["generate", "world", "--seed", seed, "--size", str(args.size), *g])
+    _stage("curate", ["generate", "world", "--seed", seed, "--size", str(args.size), "--merge", *g])
     if not (model / "config.json").exists():
         _stage("model", ["model", "tiny", str(model), "--seed", seed])
     _stage(

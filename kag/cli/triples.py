@@ -91,7 +91,16 @@ def main(argv: list[str]) -> int:
         f"imported {report.rows:,} rows from {len(report.files)} file(s) into {url}: "
         f"{report.entities_new:,} new entities, {report.relations_new:,} new relations "
         f"({report.duplicates:,} duplicates), {report.relation_types:,} relation types"
-        + (f", {report.phrases:,} phrases" if report.phrases else "")
+        + (f", {report.phrases:,} phrases applied" if report.phrases else "")
         + f" in {report.seconds:.1f} s ({report.relations_per_s:,.0f} rows/s)"
     )
+    if report.phrases_unmatched:
+        names = ", ".join(report.phrases_unmatched[:10])
+        more = len(report.phrases_unmatched) - 10
+        print(
+            f"kag import triples: {len(report.phrases_unmatched)} phrase(s) of {args.relations} "
+            f"name no relation type and were not applied: {names}"
+            + (f" and {more} more" if more > 0 else ""),
+            file=sys.stderr,
+        )
     return 0

@@ -12,8 +12,7 @@ __all__ = ["main"]
 
 
 def main(argv: list[str]) -> int:
-    """`kag generate world --seed S --size N [--graph URL] [--json]`."""
-
+    """`kag generate world --seed S --size N [--merge] [--graph URL] [--json]`."""
     parser = argparse.ArgumentParser(
         prog="kag generate world", description="Generate a reproducible fictional knowledge graph."
     )
@@ -21,6 +20,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--size", type=int, default=1000, help=f"number of entities (>= {MIN_SIZE}, default 1000)"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="write into a graph that already holds entities (records are upserted by id)",
     )
     parser.add_argument("--json", action="store_true", help="print a summary as one JSON object")
     args = parser.parse_args(argv)
@@ -30,6 +34,12 @@ def main(argv: list[str]) -> int:
 
     entities, relations, phrases = generate_world(seed=args.seed, size=args.size)
     with kag.open(args.graph) as graph:
+        held = graph.store.count_nodes("Entity")
+        if held and not args.merge:
+            raise UserError(
+                f"{graph.url} already holds {held:,} entities; generate the world into an empty "
+                "graph (another --graph), or pass --merge to upsert it into this one"
+            )
         write_world(graph, entities, relations, phrases)
         url = graph.url
     summary = {
