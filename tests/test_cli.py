@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,19 @@ def test_python_dash_m_runs_the_same_command_line():
         [sys.executable, "-m", "kag.cli", "--version"], cwd=REPO, capture_output=True, text=True
     )
     assert proc.returncode == 0 and proc.stdout.strip() == f"kag {kag.__version__}"
+
+
+def test_tests_find_their_data_through_kag_data_dir_with_a_clear_error(tmp_path):
+    script = "from tests.data import DATA_DIR; print(DATA_DIR)"
+    env = {**os.environ, "KAG_DATA_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == str(tmp_path)
+    env["KAG_DATA_DIR"] = str(tmp_path / "missing")
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode != 0
+    assert f"{tmp_path / 'missing'} (KAG_DATA_DIR) does not exist" in proc.stderr
+    assert "set KAG_DATA_DIR" in proc.stderr

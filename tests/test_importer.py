@@ -12,12 +12,10 @@ import pytest
 import kag
 from kag.cli import main as kag_main
 from kag.importer import ImportFileError, import_triples
+from tests.data import DATA_DIR
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
-FB = DATA / "fb15k-237"
-METAQA_KB = DATA / "metaqa" / "kb_subset_keallm" / "kb_subset_named.txt"
+FB = DATA_DIR / "fb15k-237"
+METAQA_KB = DATA_DIR / "metaqa" / "kb_subset_keallm" / "kb_subset_named.txt"
 
 
 def _write(path: Path, text: str | bytes) -> Path:
