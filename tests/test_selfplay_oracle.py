@@ -6,7 +6,6 @@ Runs on every backend (`graph` fixture), plus one run on the real MetaQA knowled
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -22,8 +21,9 @@ from selfplay.scoring import Scorer
 from selfplay.solver import Solver, SolverConfig
 from selfplay.tools import ToolRegistry
 from selfplay.writeback import write_rollouts, write_tasks
+from tests.data import DATA_DIR
 
-METAQA_KB = Path("/work/shared/data/metaqa/kb_subset_keallm/kb_subset_named.txt")
+METAQA_KB = DATA_DIR / "metaqa" / "kb_subset_keallm" / "kb_subset_named.txt"
 
 
 def _world(graph, size: int = 200, seed: int = 4) -> None:

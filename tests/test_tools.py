@@ -14,8 +14,9 @@ from kag.cli import main as kag_main
 from kag.schema import Tool
 from selfplay.tooldefs import import_tools, to_json_schema, tool_from_definition
 from selfplay.tools import Observation, ToolError, ToolRegistry, graph_tools, tool
+from tests.data import DATA_DIR
 
-BFCL = Path("/work/shared/data/bfcl")
+BFCL = DATA_DIR / "bfcl"
 BFCL_FILES = sorted(p for p in BFCL.glob("BFCL_v4_*.json") if "multi_turn" not in p.name)
 BFCL_MULTI_TURN_DOCS = sorted((BFCL / "multi_turn_func_doc").glob("*.json"))
 
