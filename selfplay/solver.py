@@ -14,7 +14,7 @@ A turn with neither a tool call nor an answer gets a reminder message and counts
 malformed tool call (bad JSON, no name, ...) becomes an error observation (a "tool" message) and is
 counted in `Rollout.n_malformed`; a call the registry rejects is counted in `n_tool_errors`.
 
->>> solver = Solver(EnginePolicy(engine), ToolRegistry.default(graph), config=SolverConfig())  # doctest: +SKIP
+>>> solver = Solver(EnginePolicy(engine), default_registry(graph), config=SolverConfig())  # doctest: +SKIP
 >>> rollouts = solver.solve(tasks, samples=4, run_id="r1")  # doctest: +SKIP
 """
 

@@ -185,6 +185,11 @@ def test_bad_conversations_are_rejected_naming_the_message(vllm_engine) -> None:
         SamplingConfig(n=0)
 
 
+def test_the_engine_runs_the_model_at_the_dtype_it_was_saved_in(vllm_engine) -> None:
+    # vLLM's own "auto" would load the float32 tiny model as bfloat16 on CPU
+    assert vllm_engine.model_dtype == "float32"
+
+
 def test_missing_model_directory_is_a_clear_error(tmp_path: Path) -> None:
     from selfplay.engines.vllm import VLLMEngine
 

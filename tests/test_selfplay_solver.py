@@ -8,18 +8,18 @@ import pytest
 
 import kag
 from kag.world import generate_world, write_world
+from selfplay.graph_tools import default_registry
 from selfplay.oracle import OraclePolicy
 from selfplay.proposer import Proposer
 from selfplay.scoring import Scorer
 from selfplay.solver import ANSWER_NOW, Solver, SolverConfig
-from selfplay.tools import ToolRegistry
 
 
 @pytest.fixture
 def setup(sqlite_url):
     with kag.open(sqlite_url) as g:
         write_world(g, *generate_world(seed=6, size=200))
-        registry = ToolRegistry.default(g, sandbox=None)
+        registry = default_registry(g, sandbox=None)
         tasks = Proposer(g).propose(3, hops=3, seed=4).tasks
         assert len(tasks) == 3
         yield g, registry, tasks
