@@ -211,7 +211,7 @@ def openai_engine(vllm_server):
 
 
 def test_openai_engine_runs_many_requests_in_flight_against_a_vllm_server(openai_engine) -> None:
-    create = openai_engine._client.chat.completions.create
+    create = openai_engine.client.chat.completions.create
     in_flight = peak = 0
 
     async def counting_create(**kwargs):
@@ -223,13 +223,13 @@ def test_openai_engine_runs_many_requests_in_flight_against_a_vllm_server(openai
         finally:
             in_flight -= 1
 
-    openai_engine._client.chat.completions.create = counting_create
+    openai_engine.client.chat.completions.create = counting_create
     try:
         conversations = [question(f"question {i}") for i in range(11)] + [HISTORY]
         sampling = SamplingConfig(n=2, max_tokens=8, seed=5, logprobs=True)
         results = openai_engine.chat(conversations, tools=TOOLS, sampling=sampling)
     finally:
-        openai_engine._client.chat.completions.create = create
+        openai_engine.client.chat.completions.create = create
     assert peak == 6, "requests must overlap, up to the configured concurrency"
     assert len(results) == 12
     check_completions(results, n=2, max_tokens=8, tokenizer=openai_engine.tokenizer)

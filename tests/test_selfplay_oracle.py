@@ -218,3 +218,23 @@ def test_progress_bar_shows_tokens_per_second_of_elapsed_time(graph, capsys):
     assert rates and summary.tokens_this_call > 0
     # the bar's rate is tokens over the seconds since it started, never over a clock mix-up
     assert 0 < rates[-1] <= 2 * summary.tokens_per_s
+
+
+def test_another_driver_generates_scored_rollouts_under_a_run_of_its_own_kind(graph):
+    from selfplay.generation import RolloutSource
+
+    _world(graph)
+    tasks = Proposer(graph, config=ProposerConfig()).propose(2, hops=2, seed=1).tasks
+    write_tasks(graph.store, tasks)
+    tools = default_registry(graph, sandbox=None)
+    source = RolloutSource(graph.store, OraclePolicy(), tools=tools, run_id="grpo-step-1")
+    run = Run(id="grpo-step-1", kind="grpo", status="running")
+    scored = source.generate(tasks, run=run, samples=3)
+    assert [s.rollout.task.id for s in scored] == [t.id for t in tasks for _ in range(3)]
+    assert {s.verdict for s in scored} == {"accepted"} and {s.reward for s in scored} == {1.0}
+    [stored] = graph.store.get_nodes("Run", ["grpo-step-1"])
+    assert stored.kind == "grpo"
+    trajectories = list(graph.iter_nodes("Trajectory"))
+    assert sorted(t.id for t in trajectories) == sorted(s.rollout.id for s in scored)
+    assert {t.run_id for t in trajectories} == {"grpo-step-1"}
+    assert graph.stats()["edges"]["PRODUCED_BY"] == 6  # trajectories -> the run, tasks untouched

@@ -50,13 +50,12 @@ def test_calls_the_registry_rejects_are_observations_too(setup):
     r = solver.start(tasks[0], run_id="r")
     from selfplay.solver import Action
 
-    solver._advance(
+    solver.apply(
         r,
         Action(
             text='<tool_call>{"name": "fly", "arguments": {}}</tool_call>\n'
             '<tool_call>{"name": "get_entity", "arguments": {"entity_id": 3}}</tool_call>'
         ),
-        final=False,
     )
     observations = [json.loads(m["content"]) for m in r.messages if m["role"] == "tool"]
     assert "unknown tool 'fly'" in observations[0]["error"]
