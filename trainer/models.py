@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from checkpoints import check_model_dir
+
 __all__ = [
     "TinyModelConfig",
     "check_model_dir",
@@ -309,24 +311,6 @@ _RELATIONS = [
     "citizen_of",
 ]
 _TOOLS = ("search_entities", "get_relations", "get_entity", "python")
-
-
-def check_model_dir(model_dir: str | Path) -> Path:
-    """`model_dir` as a Path, if it holds a Hugging Face model; else a ValueError saying what to pass.
-
-    Checked before transformers or vLLM read it, which would take a missing path for a hub id.
-
-    >>> check_model_dir("/nonexistent")
-    Traceback (most recent call last):
-    ValueError: model directory /nonexistent has no config.json: pass a local Hugging Face model directory (`kag model tiny DIR` builds one)
-    """
-    path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise ValueError(
-            f"model directory {path} has no config.json: pass a local Hugging Face model "
-            "directory (`kag model tiny DIR` builds one)"
-        )
-    return path
 
 
 def _sentence(rng: random.Random) -> str:
