@@ -41,14 +41,14 @@ def _kag(argv: list[str]) -> None:
 
 def _heldout_tasks(graph_url: str, n: int, seed: int) -> list:
     from kag.stores import open_store
+    from selfplay.graph_tools import default_registry
     from selfplay.proposer import Proposer, ProposerConfig
     from selfplay.scoring import Scorer
-    from selfplay.graph_tools import default_registry
     from selfplay.writeback import write_tasks
 
     store = open_store(graph_url)
     try:
-        scorer = Scorer(default_registry(store))
+        scorer = Scorer(default_registry(store, sandbox=None))
         scorer.persist(store)
         proposer = Proposer(store, config=ProposerConfig(verifiers=tuple(scorer.verifier_ids)))
         tasks = proposer.propose(n, hops=2, seed=seed).tasks
@@ -64,14 +64,14 @@ def _accept_rate(graph_url: str, model_dir: Path, tasks: list, *, max_turns: int
     """Greedy rollouts of `tasks` with the model on vLLM; verdicts from the default verifiers."""
     from kag.stores import open_store
     from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
+    from selfplay.graph_tools import default_registry
     from selfplay.scoring import Scorer
     from selfplay.solver import EnginePolicy, Solver, SolverConfig
-    from selfplay.graph_tools import default_registry
 
     store = open_store(graph_url)
     engine = VLLMEngine(model_dir, config=VLLMEngineConfig(dtype="float32", kv_cache_gib=0.5))
     try:
-        tools = default_registry(store)
+        tools = default_registry(store, sandbox=None)
         solver = Solver(
             EnginePolicy(engine, temperature=0.0),
             tools,

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["graph_corpus"]
+__all__ = ["graph_corpus", "graph_vocabulary"]
 
 
 def _compact(value: Any) -> str:
@@ -43,3 +43,29 @@ def graph_corpus(graph: Any, *, repeats: int = 3) -> Iterator[str]:
         for r in relations:
             yield json.dumps({"name": "get_relations", "arguments": {"relation": r}})
             yield f'follow "{r}": {phrases.get(r, r)}'
+
+
+def graph_vocabulary(graph: Any, *, limit: int = 50_000) -> list[str]:
+    """Every entity name and id and every relation name of a graph, for whole-word tokens.
+
+    Raises a ValueError when the graph has more than `limit` of them: a vocabulary that size is
+    no longer a tiny model's (train the tokenizer on `graph_corpus` alone instead).
+
+    >>> import kag
+    >>> with kag.open("sqlite://") as g:
+    ...     _ = g.upsert_entities([{"id": "city/1", "name": "Oslo", "type": "city"}])
+    ...     graph_vocabulary(g)
+    ['Oslo', 'city/1']
+    """
+    words: dict[str, None] = {}
+    for e in graph.iter_nodes("Entity"):
+        words.setdefault(e.name)
+        words.setdefault(e.id)
+        if len(words) > limit:
+            raise ValueError(
+                f"the graph has more than {limit:,} entity names and ids: too many whole-word "
+                "tokens for a tiny model's vocabulary"
+            )
+    for r in sorted(graph.relation_types()):
+        words.setdefault(r)
+    return [w for w in words if w]

@@ -51,8 +51,8 @@ def model_main(argv: list[str]) -> int:
         "--graph",
         metavar="URL",
         default=None,
-        help="also train the tokenizer on this graph's names, ids and relation names "
-        "(recommended: the graph the model will work on)",
+        help="also train the tokenizer on this graph's text and give each entity name, entity "
+        "id and relation name a token of its own (recommended: the graph the model works on)",
     )
     parser.add_argument(
         "--corpus",
@@ -79,16 +79,23 @@ def model_main(argv: list[str]) -> int:
         dtype=args.dtype,
     )
     texts: list[str] = []
+    vocabulary: list[str] = []
     if args.graph is not None:
         import kag
-        from kag.corpus import graph_corpus
+        from kag.corpus import graph_corpus, graph_vocabulary
 
         with kag.open(args.graph) as graph:
             texts = list(graph_corpus(graph))
+            vocabulary = graph_vocabulary(graph)
     for data_dir in args.corpus:
         texts += dataset_texts(data_dir)
-    path = build_tiny_model(args.out_dir, config=config, texts=texts)
-    source = f" (tokenizer also trained on {len(texts):,} lines of domain text)" if texts else ""
+    path = build_tiny_model(args.out_dir, config=config, texts=texts, vocabulary=vocabulary)
+    source = ""
+    if texts or vocabulary:
+        source = (
+            f" (tokenizer also trained on {len(texts):,} lines of domain text, "
+            f"{len(vocabulary):,} whole-word domain tokens)"
+        )
     print(f"tiny model written to {path}{source}")
     return 0
 

@@ -313,6 +313,14 @@ _RELATIONS = [
 _TOOLS = ("search_entities", "get_relations", "get_entity", "python")
 
 
+_TEMPLATE_TEXT = (
+    "<|im_start|>system\n<|im_start|>user\n<|im_start|>assistant\n# Tools\n<tools>\n</tools>\n"
+    'Call a function as <tool_call>\n{"name": <function-name>, "arguments": '
+    "<args-json-object>}\n</tool_call> string integer number boolean array object null "
+    "<tool_response>\n</tool_response> <think>\n</think>\n\n"
+)
+
+
 def _sentence(rng: random.Random) -> str:
     kind = rng.randrange(6)
     name, place = rng.choice(_NAMES), rng.choice(_PLACES)
@@ -417,13 +425,21 @@ def dataset_texts(data_dir: str | Path, *, limit: int = 20_000) -> list[str]:
 
 
 def build_tokenizer(
-    config: TinyModelConfig = TinyModelConfig(), *, texts: Sequence[str] = ()
+    config: TinyModelConfig = TinyModelConfig(),
+    *,
+    texts: Sequence[str] = (),
+    vocabulary: Sequence[str] = (),
 ) -> Any:
     """Train a byte-level BPE tokenizer on `synthetic_corpus` + `texts`, with the chat template.
 
     `texts` is the domain's own text (for a graph: its entity names, ids, types and relation names,
-    see `kag model tiny --graph`): with it the names and ids agents copy between questions, tool
-    calls and observations become one or two tokens each instead of one per character.
+    see `kag model tiny --graph`): with it the words agents read and write get tokens of their own.
+
+    `vocabulary` is a domain vocabulary of whole tokens (for a graph: every entity name and id and
+    every relation name), as entity-aware language models keep one: a name the agent copies from the
+    question into a tool call, or an id from an observation into the next call, is then one token,
+    which a small model copies with one attention lookup instead of spelling it out piece by piece.
+    Each entry matches only as a whole word; text outside it is byte-level BPE as usual.
 
     Returns a `transformers.PreTrainedTokenizerFast` whose eos is `<|im_end|>` and pad is
     `<|endoftext|>`; markup tokens such as `<tool_call>` encode as one id each.
@@ -441,8 +457,15 @@ def build_tokenizer(
         show_progress=False,
     )
     corpus = synthetic_corpus(config.corpus_sentences, seed=config.seed) + list(texts)
+    # the chat template's own words (roles, the tools header, JSON-schema types), which every
+    # conversation repeats, get tokens of their own too
+    corpus += [_TEMPLATE_TEXT] * 64
     tok.train_from_iterator(corpus, trainer=trainer)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in MARKUP_TOKENS])
+    domain = [t for t in dict.fromkeys(vocabulary) if t.strip() and t not in MARKUP_TOKENS]
+    tok.add_tokens(
+        [AddedToken(t, special=False, normalized=False, single_word=True) for t in domain]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -454,11 +477,16 @@ def build_tokenizer(
 
 
 def build_tiny_model(
-    out_dir: str | Path, *, config: TinyModelConfig = TinyModelConfig(), texts: Sequence[str] = ()
+    out_dir: str | Path,
+    *,
+    config: TinyModelConfig = TinyModelConfig(),
+    texts: Sequence[str] = (),
+    vocabulary: Sequence[str] = (),
 ) -> Path:
     """Write the tiny Qwen3-MoE model, tokenizer and chat template to `out_dir`; return its path.
 
-    `texts` joins the tokenizer's training corpus (see `build_tokenizer`).
+    `texts` joins the tokenizer's training corpus and `vocabulary` its whole tokens (see
+    `build_tokenizer`).
 
     >>> path = build_tiny_model("/tmp/tiny")                                   # doctest: +SKIP
     >>> AutoModelForCausalLM.from_pretrained(path).num_parameters() < 5_000_000  # doctest: +SKIP
@@ -471,7 +499,7 @@ def build_tiny_model(
     if out.exists() and not out.is_dir():
         raise ValueError(f"model output path {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(config, texts=texts)
+    tokenizer = build_tokenizer(config, texts=texts, vocabulary=vocabulary)
     eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     model_config = Qwen3MoeConfig(
