@@ -26,7 +26,6 @@ from exporters import (
     verify_dataset,
 )
 from exporters.schema import dataset_schema
-from exporters.select import iter_trajectories
 from exporters.synthetic import SyntheticConfig, write_synthetic
 from kag.cli import main as kag_main
 
@@ -447,18 +446,6 @@ def test_killed_export_process_leaves_no_dataset_at_the_output_path(sqlite_url, 
         assert graph.count("Dataset") == 0
     # the next export is not disturbed by the leftover
     assert export("sft", tmp_path / "sft", graph=sqlite_url).rows > 0
-
-
-def test_sql_fast_reader_gives_the_same_records_as_the_store_protocol(sqlite_url):
-    import kag
-
-    with kag.open(sqlite_url) as graph:
-        write_synthetic(graph.store, SMALL)
-        sel = Selection(verdict=(), batch_size=5)
-        fast = [s for b in iter_trajectories(graph.store, sel) for s in b]
-        slow = [s for b in iter_trajectories(graph.store, sel, fast=False) for s in b]
-    assert len(fast) == SMALL.n_tasks * SMALL.trajectories_per_task
-    assert fast == slow
 
 
 def test_cli_exports_with_filters_and_reports_user_errors(sqlite_url, tmp_path, capsys):

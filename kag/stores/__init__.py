@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import os
 
-from kag.stores.base import GraphBatch, GraphStore, RelationArrays, StoreError, TrajectoryQuery
+from kag.stores.base import (
+    GraphBatch,
+    GraphStore,
+    RelationArrays,
+    StoreError,
+    TrajectoryContent,
+    TrajectoryQuery,
+)
 
 __all__ = [
     "DEFAULT_URL",
@@ -15,6 +22,7 @@ __all__ = [
     "GraphStore",
     "RelationArrays",
     "StoreError",
+    "TrajectoryContent",
     "TrajectoryQuery",
     "open_store",
     "resolve_url",

@@ -12,12 +12,14 @@ against every backend.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from kag.messages import chat_message, tool_call
 from kag.schema import Edge, Entity, Node, Relation
 
 __all__ = [
@@ -27,8 +29,11 @@ __all__ = [
     "StoreError",
     "Direction",
     "NameMatch",
+    "TrajectoryContent",
     "TrajectoryQuery",
     "check_direction",
+    "fill_contents",
+    "stored_step_message",
 ]
 
 Direction = Literal["out", "in", "both"]
@@ -136,6 +141,81 @@ class TrajectoryQuery:
     policy: str | None = None
     status: str | None = None
     limit: int | None = None
+
+
+@dataclass(slots=True)
+class TrajectoryContent:
+    """What a trajectory holds, as plain data: the bulk read of exports (`trajectory_contents`).
+
+    `messages` are its steps as DESIGN section 4 messages in `idx` order; `tool_ids` the tools its
+    steps called (USED_TOOL), `entity_ids` the entities they touched (TOUCHED) and
+    `verification_ids` the verifications of the trajectory and of its steps, each sorted, distinct.
+
+    >>> TrajectoryContent().messages
+    []
+    """
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    tool_ids: list[str] = field(default_factory=list)
+    entity_ids: list[str] = field(default_factory=list)
+    verification_ids: list[str] = field(default_factory=list)
+
+
+def stored_step_message(
+    role: str,
+    content: str | None,
+    reasoning: str | None,
+    tool_calls: str | None,
+    tool_call_id: str | None,
+    name: str | None,
+) -> dict[str, Any]:
+    """The DESIGN section 4 message of a step as both backends store it (`tool_calls` as the JSON
+    text of `[{"id", "name", "arguments"}]`), the same as `Step.to_message()`, without a `Step`.
+
+    >>> stored_step_message("assistant", "", None, '[{"id": "c1", "name": "f", "arguments": "{}"}]',
+    ...                     None, None)["tool_calls"][0]["function"]["name"]
+    'f'
+    """
+    calls = json.loads(tool_calls) if tool_calls and tool_calls != "[]" else ()
+    return chat_message(
+        role,
+        content,
+        reasoning=reasoning,
+        tool_calls=[tool_call(c["id"], c["name"], c["arguments"]) for c in calls],
+        tool_call_id=tool_call_id,
+        name=name,
+    )
+
+
+def fill_contents(
+    trajectory_ids: Iterable[str],
+    steps: Iterable[tuple[str, int, dict[str, Any]]],
+    *,
+    touched: Iterable[tuple[str, str]],
+    used: Iterable[tuple[str, str]],
+    verified: Iterable[tuple[str, str]],
+) -> dict[str, TrajectoryContent]:
+    """`trajectory_contents` from plain rows, keyed by trajectory id: steps as
+    `(trajectory id, idx, message)`, the rest as `(trajectory id, other id)` pairs.
+
+    >>> fill_contents(["t1"], [("t1", 1, "b"), ("t1", 0, "a")], touched=[("t1", "e")],
+    ...               used=[], verified=[])["t1"].messages
+    ['a', 'b']
+    """
+    out = {tid: TrajectoryContent() for tid in trajectory_ids}
+    for tid, _, message in sorted(steps, key=lambda row: (row[0], row[1])):
+        out[tid].messages.append(message)
+    for name, pairs in (
+        ("entity_ids", touched),
+        ("tool_ids", used),
+        ("verification_ids", verified),
+    ):
+        sets: dict[str, set[str]] = {}
+        for tid, other in pairs:
+            sets.setdefault(tid, set()).add(other)
+        for tid, values in sets.items():
+            setattr(out[tid], name, sorted(values))
+    return out
 
 
 @runtime_checkable
@@ -263,6 +343,15 @@ class GraphStore(Protocol):
 
     def find_trajectories(self, query: TrajectoryQuery) -> list[str]:
         """Ids of trajectories matching a provenance query, sorted."""
+        ...
+
+    def trajectory_contents(self, trajectory_ids: Sequence[str]) -> dict[str, TrajectoryContent]:
+        """Steps, used tools, touched entities and verifications of many trajectories at once.
+
+        The exporters' bulk read: a handful of batched queries for any number of ids, no record
+        object per step or edge. Every given id is a key (an unknown one maps to an empty
+        `TrajectoryContent`).
+        """
         ...
 
     # --- summary

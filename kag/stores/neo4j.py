@@ -52,8 +52,11 @@ from kag.stores.base import (
     NameMatch,
     RelationArrays,
     StoreError,
+    TrajectoryContent,
     TrajectoryQuery,
     check_direction,
+    fill_contents,
+    stored_step_message,
 )
 from kag.stores.neo4j_migrations import MIGRATIONS_DIR, apply_migrations
 from kag.stores.neo4j_projection import project_relations
@@ -75,6 +78,26 @@ _T = TypeVar("_T")
 _MERGE_RELATIONS = (
     "UNWIND $rows AS row MATCH (s:Entity {id: row.s}) MATCH (t:Entity {id: row.t}) "
     "MERGE (s)-[r:$(row.token)]->(t) SET r.type = row.type, r.props = row.props RETURN count(*) AS n"
+)
+
+# The bulk read of exports (`trajectory_contents`): one record per trajectory holding lists, since
+# the driver's cost is per record. `s.idx IS NOT NULL` lets the (trajectory_id, idx) index serve.
+_READ_STEPS = (
+    "UNWIND $ids AS tid MATCH (s:Step {trajectory_id: tid}) WHERE s.idx IS NOT NULL "
+    "RETURN tid, collect([s.id, s.idx, s.role, s.content, s.reasoning, s.tool_calls, "
+    "s.tool_call_id, s.name]) AS steps"
+)
+_READ_STEP_TARGETS = (
+    "UNWIND $ids AS tid RETURN tid, "
+    "COLLECT { MATCH (s:Step {trajectory_id: tid})-[:TOUCHED]->(e:Entity) WHERE s.idx IS NOT NULL "
+    "RETURN e.id } AS entities, "
+    "COLLECT { MATCH (s:Step {trajectory_id: tid})-[:USED_TOOL]->(t:Tool) WHERE s.idx IS NOT NULL "
+    "RETURN t.id } AS tools"
+)
+_READ_VERIFICATIONS = (
+    "UNWIND $ids AS tid MATCH (v:Verification {subject_id: tid}) RETURN tid, collect(v.id) AS ids "
+    "UNION ALL UNWIND $steps AS sid MATCH (s:Step {id: sid}) "
+    "MATCH (v:Verification {subject_id: sid}) RETURN s.trajectory_id AS tid, collect(v.id) AS ids"
 )
 
 
@@ -899,6 +922,26 @@ class Neo4jStore:
             cypher += " LIMIT $limit"
             params["limit"] = int(query.limit)
         return [r["id"] for r in self._read(cypher, **params)]
+
+    @_translated
+    def trajectory_contents(self, trajectory_ids: Sequence[str]) -> dict[str, TrajectoryContent]:
+        ids = sorted(set(trajectory_ids))
+        steps: list[tuple[str, int, dict[str, Any]]] = []
+        touched: list[tuple[str, str]] = []
+        used: list[tuple[str, str]] = []
+        verified: list[tuple[str, str]] = []
+        for chunk in _chunks(ids, self.config.batch_size):
+            step_ids: list[str] = []
+            for r in self._read(_READ_STEPS, ids=chunk):
+                for sid, idx, *message in r["steps"]:
+                    steps.append((r["tid"], idx, stored_step_message(*message)))
+                    step_ids.append(sid)
+            for r in self._read(_READ_STEP_TARGETS, ids=chunk):
+                touched.extend((r["tid"], e) for e in r["entities"])
+                used.extend((r["tid"], t) for t in r["tools"])
+            for r in self._read(_READ_VERIFICATIONS, ids=chunk, steps=step_ids):
+                verified.extend((r["tid"], v) for v in r["ids"])
+        return fill_contents(ids, steps, touched=touched, used=used, verified=verified)
 
     # ------------------------------------------------------------------ summary
 

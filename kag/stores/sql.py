@@ -26,8 +26,11 @@ from kag.stores.base import (
     NameMatch,
     RelationArrays,
     StoreError,
+    TrajectoryContent,
     TrajectoryQuery,
     check_direction,
+    fill_contents,
+    stored_step_message,
 )
 
 __all__ = ["SQLStore", "MIGRATIONS_DIR"]
@@ -612,6 +615,37 @@ class SQLStore:
             sql.append(f"LIMIT {int(query.limit)}")
         with self._connect() as conn:
             return [r[0] for r in conn.exec_driver_sql(" ".join(sql), tuple(params))]
+
+    def trajectory_contents(self, trajectory_ids: Sequence[str]) -> dict[str, TrajectoryContent]:
+        ids = sorted(set(trajectory_ids))
+        steps: list[tuple[str, int, dict[str, Any]]] = []
+        owner: dict[str, str] = {}  # step id -> trajectory id
+        with self._connect() as conn:
+
+            def rows(sql: str, keys: Sequence[str], *head: Any) -> Iterator[Any]:
+                for chunk in _chunks(keys):
+                    marks = ",".join("?" * len(chunk))
+                    yield from conn.exec_driver_sql(sql.format(marks=marks), (*head, *chunk))
+
+            for tid, sid, idx, *message in rows(
+                "SELECT trajectory_id, id, idx, role, content, reasoning, tool_calls, "
+                "tool_call_id, name FROM steps WHERE trajectory_id IN ({marks})",
+                ids,
+            ):
+                steps.append((tid, idx, stored_step_message(*message)))
+                owner[sid] = tid
+            step_ids = sorted(owner)
+            edge_sql = "SELECT source, target FROM edges WHERE kind = ? AND source IN ({marks})"
+            touched = [(owner[s], t) for s, t in rows(edge_sql, step_ids, "TOUCHED")]
+            used = [(owner[s], t) for s, t in rows(edge_sql, step_ids, "USED_TOOL")]
+            verified = [
+                (owner.get(subject, subject), vid)
+                for vid, subject in rows(
+                    "SELECT id, subject_id FROM verifications WHERE subject_id IN ({marks})",
+                    [*ids, *step_ids],
+                )
+            ]
+        return fill_contents(ids, steps, touched=touched, used=used, verified=verified)
 
     # ------------------------------------------------------------------ summary
 
