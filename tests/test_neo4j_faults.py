@@ -100,7 +100,7 @@ def test_server_killed_mid_import_gives_a_clear_error_and_a_rerun_completes_exac
     stats = store.stats()
     assert stats["nodes"]["Entity"] == len(entities)
     assert stats["edges"]["RELATION"] == len(triples)
-    with store._session() as session:
+    with store.session() as session:
         pairs = session.run(
             "MATCH (s:Entity)-[r]->(t:Entity) WITH s, r.type AS type, t, count(*) AS n WHERE n > 1 RETURN count(*) AS dupes"
         ).single()["dupes"]

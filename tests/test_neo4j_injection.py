@@ -26,7 +26,7 @@ def store(neo4j_url):
 
 
 def _total_nodes(store: Neo4jStore) -> int:
-    with store._session() as session:
+    with store.session() as session:
         return session.run("MATCH (n) WHERE NOT n:KagMigration RETURN count(n) AS n").single()["n"]
 
 
@@ -58,7 +58,7 @@ def test_hostile_relation_types_become_safe_relationship_types_and_keep_their_na
     assert store.relation_types() == {name: 1 for name in names}
     got = [r for r, _ in store.neighbors("keep", relation=names)]
     assert sorted(got, key=lambda r: r.type) == sorted(relations, key=lambda r: r.type)
-    with store._session() as session:
+    with store.session() as session:
         types = {r["t"] for r in session.run("MATCH ()-[r]->() RETURN DISTINCT type(r) AS t")}
     assert all(t.replace("_", "a").isalnum() for t in types)  # only [A-Za-z0-9_] reached the server
     assert _total_nodes(store) == 2 + len(HOSTILE)  # the two entities and one RelationType per name

@@ -9,6 +9,7 @@ import os
 
 from kag.stores.base import (
     GraphBatch,
+    GraphNotFoundError,
     GraphStore,
     RelationArrays,
     StoreError,
@@ -19,6 +20,7 @@ from kag.stores.base import (
 __all__ = [
     "DEFAULT_URL",
     "GraphBatch",
+    "GraphNotFoundError",
     "GraphStore",
     "RelationArrays",
     "StoreError",

@@ -20,10 +20,11 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from kag.messages import chat_message, tool_call
-from kag.schema import Edge, Entity, Node, Relation
+from kag.schema import Edge, Entity, Node, Relation, check_relation_name
 
 __all__ = [
     "GraphBatch",
+    "GraphNotFoundError",
     "GraphStore",
     "RelationArrays",
     "StoreError",
@@ -55,12 +56,18 @@ class StoreError(RuntimeError):
     """A backend could not do what was asked (unreachable server, schema missing, collision...)."""
 
 
+class GraphNotFoundError(StoreError, ValueError):
+    """The graph a URL names does not exist (a SQLite file or its directory): a user's typo,
+    which only `upgrade()` (`kag db upgrade`) turns into a new graph."""
+
+
 @dataclass(slots=True)
 class GraphBatch:
     """Records to upsert together, atomically: nodes first, then relations, then edges.
 
     `ensure_entities` lists entity ids that must exist: missing ones are created with the id as
     their name, existing ones are left untouched (bulk import of bare triples uses this).
+    `phrases` sets relation types' phrases (see `GraphStore.set_relation_phrases`).
 
     >>> len(GraphBatch().add(Entity(id="e1", name="Ada")))
     1
@@ -73,6 +80,13 @@ class GraphBatch:
     #: `(source, type, target)` relations without props whose ids and type the caller has
     #: already validated: bulk import's fast path, with no `Relation` object per row
     triples: list[tuple[str, str, str]] = field(default_factory=list)
+    phrases: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, phrase in self.phrases.items():
+            check_relation_name(name)
+            if not isinstance(phrase, str) or not phrase.strip():
+                raise ValueError(f"phrase of relation {name!r} must be a non-empty string")
 
     def with_relations(self) -> GraphBatch:
         """This batch with `triples` turned into `relations`, for backends without a fast path."""
@@ -80,7 +94,11 @@ class GraphBatch:
             return self
         rels = [*self.relations, *(Relation.trusted(s, t, d) for s, t, d in self.triples)]
         return GraphBatch(
-            nodes=self.nodes, relations=rels, edges=self.edges, ensure_entities=self.ensure_entities
+            nodes=self.nodes,
+            relations=rels,
+            edges=self.edges,
+            ensure_entities=self.ensure_entities,
+            phrases=self.phrases,
         )
 
     def add(self, *items: Node | Relation | Edge) -> GraphBatch:
@@ -105,6 +123,7 @@ class GraphBatch:
             + len(self.edges)
             + len(self.ensure_entities)
             + len(self.triples)
+            + len(self.phrases)
         )
 
 
