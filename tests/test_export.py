@@ -509,3 +509,18 @@ def test_cli_exports_with_filters_and_reports_user_errors(sqlite_url, tmp_path, 
     )
     assert "write DOMAIN=KEY" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["cli", "kag.db"]  # refused exports left nothing
+
+
+def test_overwriting_an_export_replaces_its_dataset_lineage_too(small_graph, tmp_path):
+    out = tmp_path / "sft"
+    first = export("sft", out, graph=small_graph)
+    elsewhere = export("sft", tmp_path / "other", graph=small_graph)
+    second = export(
+        "sft", out, graph=small_graph, selection=Selection(domain="geo"), overwrite=True
+    )
+    datasets = {d.id for d in small_graph.iter_nodes("Dataset")}
+    assert datasets == {second.dataset_id, elsewhere.dataset_id}  # the first is gone
+    assert small_graph.edges("CONTAINS", source=first.dataset_id) == []
+    contains = small_graph.edges("CONTAINS", source=second.dataset_id)
+    assert {e.target for e in contains} == {r["trajectory_id"] for r in _rows(out)}
+    assert small_graph.get("Run", first.run_id).status == "completed"  # the record that it ran
