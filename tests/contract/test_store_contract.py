@@ -512,7 +512,7 @@ def test_trajectory_contents_are_what_the_records_hold(graph):
     write_synthetic(graph.store, SyntheticConfig(n_tasks=4, trajectories_per_task=2, n_entities=30))
     store = graph.store
     ids = [t.id for batch in store.iter_nodes("Trajectory") for t in batch]
-    contents = store.trajectory_contents([*ids, "no-such-trajectory"])
+    contents = graph.trajectory_contents([*ids, "no-such-trajectory"])
     assert contents["no-such-trajectory"] == kag.stores.TrajectoryContent()
     for tid in ids:
         steps = sorted(
