@@ -330,7 +330,8 @@ def test_an_interrupted_import_says_what_it_left_and_a_rerun_completes_it_exactl
     path = _write(tmp_path / "kb.tsv", "".join(f"e{i}\tlinks_to\te{i + 1}\n" for i in range(1_000)))
     phrases = _write(tmp_path / "phrases.tsv", "links_to\tlinks to\n")
     before = _snapshot(graph)
-    interrupted = _InterruptedAfter(graph.store, 3)  # the entities, then two batches of triples
+    # six batches of the 1,001 entities, then two batches of triples
+    interrupted = _InterruptedAfter(graph.store, 8)
     kwargs = {"relations_file": phrases, "batch_size": 200, "progress": False}
     if graph.url.startswith("sqlite"):  # one transaction: nothing happened, and it says so
         with pytest.raises(KeyboardInterrupt):

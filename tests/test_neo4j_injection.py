@@ -67,7 +67,7 @@ def test_hostile_relation_types_become_safe_relationship_types_and_keep_their_na
 
 
 def test_two_relation_names_that_map_to_one_type_are_an_error_and_write_nothing(store):
-    # both become x_MATCH_n_DETACH_DELETE_n; merging them would silently mix two relations
+    # both become rel_x_MATCH_n_DETACH_DELETE_n; merging them would silently mix two relations
     batch = GraphBatch(
         relations=[
             Relation(source="keep", type=HOSTILE[0], target="keep2"),
@@ -75,7 +75,7 @@ def test_two_relation_names_that_map_to_one_type_are_an_error_and_write_nothing(
         ]
     )
     with pytest.raises(
-        StoreError, match="both map to the Neo4j relationship type 'x_MATCH_n_DETACH_DELETE_n'"
+        StoreError, match="both map to the Neo4j relationship type 'rel_x_MATCH_n_DETACH_DELETE_n'"
     ):
         store.write(batch)
     store.write(GraphBatch(relations=[batch.relations[0]]))

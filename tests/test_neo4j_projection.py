@@ -197,7 +197,7 @@ def test_entities_written_without_a_domain_property(neo4j_graph):
         session.run(
             "MATCH (a:Entity {id: 'ada'}), (z:Entity {id: 'ｚ'}) "
             "CREATE (b:Entity {id: 'bare', name: 'Bare'}) "
-            "CREATE (b)-[:knows {type: 'knows'}]->(a), (z)-[:knows {type: 'knows'}]->(b)"
+            "CREATE (b)-[:rel_knows {type: 'knows'}]->(a), (z)-[:rel_knows {type: 'knows'}]->(b)"
         ).consume()
     bare = [("bare", "knows", "ada"), ("ｚ", "knows", "bare")]
     for kwargs in FILTERS:
