@@ -18,7 +18,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-METAQA = Path("/work/shared/data/metaqa")
+from tests.data import DATA_DIR
+
+METAQA = DATA_DIR / "metaqa"
 
 TOOL_CALL = pa.struct(
     [
@@ -218,7 +220,7 @@ _RELATION = {
 def metaqa_rows(n: int, *, seed: int = 0, hops: int = 2) -> list[dict[str, Any]]:
     """Trajectories for the first `n` answerable MetaQA `hops`-hop dev questions.
 
-    Tool results come from the MetaQA KB subset in `/work/shared/data/metaqa` (read, not copied):
+    Tool results come from the MetaQA KB subset in `$KAG_DATA_DIR/metaqa` (read, not copied):
     a hop `actor_to_movie` lists the movies starring the entity, `movie_to_year` their years.
     """
     forward: dict[tuple[str, str], list[str]] = defaultdict(list)
