@@ -97,11 +97,11 @@ def _import(store, data_dir: Path) -> tuple[float, object]:
 
 
 def _wipe(store) -> None:
-    with store._session() as session:
+    with store.session() as session:
         session.run(
             "MATCH (n) WHERE NOT n:KagMigration CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
         ).consume()
-    store._tokens.clear()
+    store.types.forget()
 
 
 def _per_row_merge(store, triples) -> float:
@@ -109,7 +109,7 @@ def _per_row_merge(store, triples) -> float:
     from kag.schema import relation_token
 
     started = time.perf_counter()
-    with store._session() as session:
+    with store.session() as session:
         for h, r, t in triples:
             session.run(
                 "MERGE (s:Entity {id: $h}) MERGE (t:Entity {id: $t}) "

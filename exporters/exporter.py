@@ -23,7 +23,14 @@ from typing import Any
 
 from exporters.card import LengthStats, write_card
 from exporters.dedup import DedupConfig
-from exporters.lineage import dataset_id, export_run_id, record_lineage, remove_lineage
+from exporters.lineage import (
+    dataset_id,
+    export_run_id,
+    record_lineage,
+    remove_lineage,
+    remove_replaced,
+    replaced_dataset,
+)
 from exporters.manifest import write_manifest
 from exporters.rows import OPDConfig, sft_row, task_row
 from exporters.schema import SCHEMA_VERSION, check_kind, dataset_schema
@@ -102,9 +109,14 @@ def export(
     store, owned = open_graph_store(graph)
     try:
         with Staging(out, overwrite=overwrite) as staging:
-            return _export(
+            replaced = replaced_dataset(out) if overwrite else None
+            result = _export(
                 kind, out, staging, store, selection, dedup, splits, writer, opd, lineage, progress
             )
+        # the files of the earlier export are gone: so goes its lineage, not to point at nothing
+        if replaced is not None and replaced != result.dataset_id:
+            remove_replaced(store, dataset_id=replaced, path=out)
+        return result
     finally:
         if owned:
             store.close()

@@ -15,10 +15,19 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from exporters.manifest import read_manifest
 from kag.schema import Dataset, Edge, Run
 from kag.stores.base import GraphBatch, GraphStore
 
-__all__ = ["export_run_id", "dataset_id", "record_lineage", "remove_lineage", "iter_column"]
+__all__ = [
+    "export_run_id",
+    "dataset_id",
+    "record_lineage",
+    "remove_lineage",
+    "replaced_dataset",
+    "remove_replaced",
+    "iter_column",
+]
 
 _EDGE_BATCH = 10_000
 
@@ -88,3 +97,26 @@ def remove_lineage(store: GraphStore, *, dataset_id: str, run_id: str) -> None:
     """Delete a Dataset and its export Run with every edge attached (used to undo a failed export)."""
     store.delete_nodes("Dataset", [dataset_id])
     store.delete_nodes("Run", [run_id])
+
+
+def replaced_dataset(out_dir: Path) -> str | None:
+    """The Dataset id of the earlier export in `out_dir` that an `--overwrite` replaces, if any
+    (from its `manifest.json`; None when there is none or it cannot be read)."""
+    try:
+        dataset = read_manifest(out_dir).get("dataset_id")
+    except (OSError, ValueError):
+        return None
+    return dataset if isinstance(dataset, str) and dataset else None
+
+
+def remove_replaced(store: GraphStore, *, dataset_id: str, path: Path) -> bool:
+    """Delete the Dataset node of an export whose files were replaced at `path`, with its
+    CONTAINS and PRODUCED_BY edges; the export Run stays as the record that it ran.
+
+    Only a Dataset recorded at that same path is removed; return whether one was.
+    """
+    found = store.get_nodes("Dataset", [dataset_id])
+    if not found or found[0].path != str(path):
+        return False
+    store.delete_nodes("Dataset", [dataset_id])
+    return True

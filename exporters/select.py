@@ -267,18 +267,6 @@ class _Reader:
                 )
         return [rec for i in ids if (rec := self._verifiers[i]) is not None]
 
-    def steps(self, traj_ids: Sequence[str]) -> dict[str, list[tuple[str, int, dict[str, Any]]]]:
-        """trajectory id -> [(step id, idx, DESIGN section 4 message)], in any order."""
-        out: dict[str, list[tuple[str, int, dict[str, Any]]]] = defaultdict(list)
-        for step in self.iter_where("Step", "trajectory_id", traj_ids):
-            out[step.trajectory_id].append((step.id, step.idx, step.to_message()))
-        return out
-
-    def subjects(self, subject_ids: Sequence[str]) -> Iterator[tuple[str, str]]:
-        """(verification id, subject id) of every verification of these subjects."""
-        for v in self.iter_where("Verification", "subject_id", subject_ids):
-            yield v.id, v.subject_id
-
     def details(
         self,
         trajectories: Sequence[Trajectory],
@@ -287,44 +275,26 @@ class _Reader:
         prompt_only: bool = False,
     ) -> list[SelectedTrajectory]:
         """Steps, tools, touched entities and verifications of a batch of trajectories."""
-        traj_ids = [t.id for t in trajectories]
-        steps = self.steps(traj_ids)
-        step_owner = {sid: tid for tid, ss in steps.items() for sid, _, _ in ss}
-        touched = self._per_trajectory(
-            self.edge_map("TOUCHED", source=list(step_owner)), step_owner
-        )
-        used = self._per_trajectory(self.edge_map("USED_TOOL", source=list(step_owner)), step_owner)
-        verifications: dict[str, set[str]] = defaultdict(set)
-        for vid, subject in self.subjects([*traj_ids, *step_owner]):
-            verifications[step_owner.get(subject, subject)].add(vid)
+        contents = self.store.trajectory_contents([t.id for t in trajectories])
         out = []
         for t in trajectories:
-            messages = [m for _, _, m in sorted(steps.get(t.id, ()), key=lambda s: s[1])]
-            if prompt_only:
-                messages = _prompt(messages)
-            tool_ids = sorted(used.get(t.id, ()))
+            content = contents[t.id]
+            messages = _prompt(content.messages) if prompt_only else content.messages
             offered = t.props.get("tools") if isinstance(t.props, Mapping) else None
-            offered_ids = [str(i) for i in offered] if isinstance(offered, list) else tool_ids
+            offered_ids = (
+                [str(i) for i in offered] if isinstance(offered, list) else content.tool_ids
+            )
             out.append(
                 SelectedTrajectory(
                     trajectory=t,
                     task=tasks[t.task_id],
                     messages=messages,
                     tools=self.tools_json(offered_ids),
-                    tool_ids=tool_ids,
-                    entity_ids=sorted(touched.get(t.id, ())),
-                    verification_ids=sorted(verifications.get(t.id, ())),
+                    tool_ids=content.tool_ids,
+                    entity_ids=content.entity_ids,
+                    verification_ids=content.verification_ids,
                 )
             )
-        return out
-
-    @staticmethod
-    def _per_trajectory(
-        by_step: Mapping[str, list[str]], owner: Mapping[str, str]
-    ) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = defaultdict(set)
-        for step_id, targets in by_step.items():
-            out[owner[step_id]].update(targets)
         return out
 
 
@@ -338,24 +308,13 @@ def _prompt(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _reader(store: GraphStore) -> _Reader:
-    # SQL stores get raw batched queries (no record objects per step or edge): several times faster.
-    from exporters.sqlread import SQLReader, is_sql_store
-
-    return SQLReader(store) if is_sql_store(store) else _Reader(store)
-
-
 def iter_trajectories(
     store: GraphStore,
     selection: Selection,
     *,
     counters: dict[str, int] | None = None,
-    fast: bool = True,
 ) -> Iterator[list[SelectedTrajectory]]:
     """Batches of selected trajectories in trajectory id order.
-
-    `fast=False` reads everything through the store protocol even on SQL stores (the reference
-    the SQL reader is tested against).
 
     `counters` (if given) receives `read` (trajectories matching the trajectory filters) and
     `filtered` (dropped by turn, task or missing-task filters).
@@ -363,7 +322,7 @@ def iter_trajectories(
     counters = counters if counters is not None else {}
     counters.setdefault("read", 0)
     counters.setdefault("filtered", 0)
-    reader = _reader(store) if fast else _Reader(store)
+    reader = _Reader(store)
     for batch in store.iter_nodes(
         "Trajectory", where=selection.trajectory_where(), batch_size=selection.batch_size
     ):
@@ -381,7 +340,6 @@ def iter_tasks(
     selection: Selection,
     *,
     counters: dict[str, int] | None = None,
-    fast: bool = True,
 ) -> Iterator[list[SelectedTask]]:
     """Batches of selected tasks in task id order; a task is selected when at least one of its
     trajectories passes the trajectory filters (its prompt and tools come from the first one).
@@ -392,7 +350,7 @@ def iter_tasks(
     counters = counters if counters is not None else {}
     counters.setdefault("read", 0)
     counters.setdefault("filtered", 0)
-    reader = _reader(store) if fast else _Reader(store)
+    reader = _Reader(store)
     traj_where = selection.trajectory_where()
     for batch in store.iter_nodes(
         "Task", where=selection.task_where(), batch_size=selection.batch_size

@@ -28,7 +28,7 @@ from kag.schema import (
     Verifier,
 )
 from kag.stores import GraphBatch, GraphStore, TrajectoryQuery, open_store, redact_url, resolve_url
-from kag.stores.base import Direction, NameMatch, RelationArrays
+from kag.stores.base import Direction, NameMatch, RelationArrays, TrajectoryContent
 
 __all__ = ["KnowledgeActionGraph", "open"]
 
@@ -229,6 +229,11 @@ class KnowledgeActionGraph:
         """Trajectory ids by provenance, e.g. `find_trajectories(touched_entity="X",
         used_tool="get_relations@1", failed_verifier="answer_match@1")` (see `TrajectoryQuery`)."""
         return self.store.find_trajectories(TrajectoryQuery(**filters))
+
+    def trajectory_contents(self, trajectory_ids: Sequence[str]) -> dict[str, TrajectoryContent]:
+        """Messages, used tools, touched entities and verifications of many trajectories, read
+        in bulk: `graph.trajectory_contents(["t1"])["t1"].messages[0]["role"]` -> `"system"`."""
+        return self.store.trajectory_contents(trajectory_ids)
 
     def stats(self, *, coverage: bool = False) -> dict[str, Any]:
         """Counts per node and edge kind, relation types, datasets (and coverage on request)."""

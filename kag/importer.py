@@ -10,8 +10,15 @@
 `import_triples(graph, ["train.tsv"], entities_file="names.tsv")` runs in two streaming passes:
 the first validates every file (a malformed row, a missing column, bad UTF-8, an empty relation
 name or a bad id raises `ImportFileError` naming file, line and field, before anything is
-written); the second writes through `store.write_many`, so on SQL the whole import is one
-transaction. Memory grows with the number of distinct entity ids, never with the file size.
+written); the second writes entities, relations and phrases through one `store.write_many`
+stream. Memory grows with the number of distinct entity ids, never with the file size.
+
+What an import guarantees when it fails or is interrupted (Ctrl-C) in the second pass:
+
+| backend | guarantee                                                                          |
+|---------|------------------------------------------------------------------------------------|
+| SQL     | all or nothing: the stream is one transaction, rolled back on any error            |
+| Neo4j   | batches commit one by one; the error says so, and rerunning the same import gives exactly the graph one uninterrupted run gives (writes are upserts) |
 """
 
 from __future__ import annotations
@@ -620,7 +627,9 @@ def import_triples(
     batch_size: int = 50_000,
     progress: bool = True,
 ) -> ImportReport:
-    """Import triple files into a store or `KnowledgeActionGraph`; all or nothing.
+    """Import triple files into a store or `KnowledgeActionGraph`: nothing is written unless
+    every file is valid; then all or nothing on SQL, and on Neo4j committed in batches, where a
+    rerun after a failure completes the import exactly (see the module docstring).
 
     Entities named by triples get their name, type and description from `entities_file` (rows
     `id, name, type, description`; later fields optional) when it lists them, else they are
@@ -721,10 +730,10 @@ def import_triples(
                     yield GraphBatch(triples=pending)
             finally:
                 bar.close()
+        if phrases:  # in the same stream: on SQL, in the same transaction
+            yield GraphBatch(phrases=phrases)
 
     store.write_many(batches())
-    if phrases:
-        store.set_relation_phrases(phrases)
     relations_new = _relation_count(store) - relations_before
     return ImportReport(
         files=[str(p) for p in files],

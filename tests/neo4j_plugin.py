@@ -33,7 +33,7 @@ def _wipe(url: str) -> None:
 
     store = Neo4jStore(url)
     try:
-        with store._session() as session:
+        with store.session() as session:
             session.run(
                 "MATCH (n) WHERE NOT n:KagMigration "
                 "CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"

@@ -26,7 +26,6 @@ from exporters import (
     verify_dataset,
 )
 from exporters.schema import dataset_schema
-from exporters.select import iter_trajectories
 from exporters.synthetic import SyntheticConfig, write_synthetic
 from kag.cli import main as kag_main
 
@@ -449,18 +448,6 @@ def test_killed_export_process_leaves_no_dataset_at_the_output_path(sqlite_url, 
     assert export("sft", tmp_path / "sft", graph=sqlite_url).rows > 0
 
 
-def test_sql_fast_reader_gives_the_same_records_as_the_store_protocol(sqlite_url):
-    import kag
-
-    with kag.open(sqlite_url) as graph:
-        write_synthetic(graph.store, SMALL)
-        sel = Selection(verdict=(), batch_size=5)
-        fast = [s for b in iter_trajectories(graph.store, sel) for s in b]
-        slow = [s for b in iter_trajectories(graph.store, sel, fast=False) for s in b]
-    assert len(fast) == SMALL.n_tasks * SMALL.trajectories_per_task
-    assert fast == slow
-
-
 def test_cli_exports_with_filters_and_reports_user_errors(sqlite_url, tmp_path, capsys):
     import kag
 
@@ -522,3 +509,18 @@ def test_cli_exports_with_filters_and_reports_user_errors(sqlite_url, tmp_path, 
     )
     assert "write DOMAIN=KEY" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["cli", "kag.db"]  # refused exports left nothing
+
+
+def test_overwriting_an_export_replaces_its_dataset_lineage_too(small_graph, tmp_path):
+    out = tmp_path / "sft"
+    first = export("sft", out, graph=small_graph)
+    elsewhere = export("sft", tmp_path / "other", graph=small_graph)
+    second = export(
+        "sft", out, graph=small_graph, selection=Selection(domain="geo"), overwrite=True
+    )
+    datasets = {d.id for d in small_graph.iter_nodes("Dataset")}
+    assert datasets == {second.dataset_id, elsewhere.dataset_id}  # the first is gone
+    assert small_graph.edges("CONTAINS", source=first.dataset_id) == []
+    contains = small_graph.edges("CONTAINS", source=second.dataset_id)
+    assert {e.target for e in contains} == {r["trajectory_id"] for r in _rows(out)}
+    assert small_graph.get("Run", first.run_id).status == "completed"  # the record that it ran

@@ -301,3 +301,47 @@ def test_blank_lines_and_a_header_row_are_not_triples(sqlite_graph, tmp_path):
     bad = _write(tmp_path / "bad.tsv", "\nsubject\trelation\tobject\na\tr\tb\n\nb\tr\n")
     with pytest.raises(ImportFileError, match=r"bad.tsv line 5: expected 3 fields"):
         import_triples(sqlite_graph, bad, header=True, progress=False)
+
+
+class _InterruptedAfter:
+    """The real store, where Ctrl-C arrives once `n` batches of an import were handed to it."""
+
+    def __init__(self, store, n: int) -> None:
+        # not named `store`: the importer would unwrap it like a KnowledgeActionGraph
+        self._inner, self._n = store, n
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def write_many(self, batches):
+        def interrupted():
+            for i, batch in enumerate(batches):
+                if i == self._n:
+                    raise KeyboardInterrupt
+                yield batch
+
+        return self._inner.write_many(interrupted())
+
+
+def test_an_interrupted_import_says_what_it_left_and_a_rerun_completes_it_exactly(graph, tmp_path):
+    path = _write(tmp_path / "kb.tsv", "".join(f"e{i}\tlinks_to\te{i + 1}\n" for i in range(1_000)))
+    phrases = _write(tmp_path / "phrases.tsv", "links_to\tlinks to\n")
+    before = _snapshot(graph)
+    # six batches of the 1,001 entities, then two batches of triples
+    interrupted = _InterruptedAfter(graph.store, 8)
+    kwargs = {"relations_file": phrases, "batch_size": 200, "progress": False}
+    if graph.url.startswith("sqlite"):  # one transaction: nothing happened, and it says so
+        with pytest.raises(KeyboardInterrupt):
+            import_triples(interrupted, [path], **kwargs)
+        assert _snapshot(graph) == before
+    else:  # batches were committed: never a bare "interrupted"
+        with pytest.raises(
+            kag.stores.StoreError, match=r"interrupted after batches were committed"
+        ):
+            import_triples(interrupted, [path], **kwargs)
+        assert 0 < graph.store.relation_count() < 1_000
+    report = import_triples(graph, [path], **kwargs)
+    assert graph.store.relation_count() == 1_000
+    assert graph.relation_types() == {"links_to": 1_000}
+    assert graph.relation_phrases() == {"links_to": "links to"}
+    assert report.rows == 1_000 and report.relations_new + report.duplicates == 1_000

@@ -25,7 +25,7 @@ def _entities(n: int) -> GraphBatch:
 
 def _relationship_rows(store) -> list[tuple[str, str, str, str | None]]:
     """Every entity relationship as stored, duplicates included."""
-    rows = store._read(
+    rows = store.read(
         "MATCH (a:Entity)-[r]->(b:Entity) RETURN a.id AS s, r.type AS type, b.id AS t, "
         "r.props AS props ORDER BY s, type, t"
     )

@@ -6,6 +6,8 @@ These tests start a private server (the shared one must not be killed or locked 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -101,7 +103,7 @@ def test_server_killed_mid_import_gives_a_clear_error_and_a_rerun_completes_exac
     stats = store.stats()
     assert stats["nodes"]["Entity"] == len(entities)
     assert stats["edges"]["RELATION"] == len(triples)
-    with store._session() as session:
+    with store.session() as session:
         pairs = session.run(
             "MATCH (s:Entity)-[r]->(t:Entity) WITH s, r.type AS type, t, count(*) AS n WHERE n > 1 RETURN count(*) AS dupes"
         ).single()["dupes"]
@@ -144,3 +146,18 @@ def test_an_unreachable_server_is_a_clear_message_after_bounded_retries(capsys):
     err = capsys.readouterr().err
     assert "cannot reach Neo4j" in err and "make neo4j" in err
     assert "Traceback" not in err and "secret-pw" not in err
+
+
+def test_an_unreachable_server_prints_only_our_message_not_the_drivers_log(tmp_path):
+    # a fresh interpreter: pytest's own log capture would hide what a user's terminal shows
+    url = f"neo4j://neo4j:pw@127.0.0.1:{_free_port()}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kag.cli", "stats", "--graph", url],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [proc.stderr.strip()]  # one line
+    assert proc.stderr.startswith("kag stats: error: cannot reach Neo4j")

@@ -26,7 +26,7 @@ def store(neo4j_url):
 
 
 def _total_nodes(store: Neo4jStore) -> int:
-    with store._session() as session:
+    with store.session() as session:
         return session.run("MATCH (n) WHERE NOT n:KagMigration RETURN count(n) AS n").single()["n"]
 
 
@@ -58,7 +58,7 @@ def test_hostile_relation_types_become_safe_relationship_types_and_keep_their_na
     assert store.relation_types() == {name: 1 for name in names}
     got = [r for r, _ in store.neighbors("keep", relation=names)]
     assert sorted(got, key=lambda r: r.type) == sorted(relations, key=lambda r: r.type)
-    with store._session() as session:
+    with store.session() as session:
         types = {r["t"] for r in session.run("MATCH ()-[r]->() RETURN DISTINCT type(r) AS t")}
     assert all(t.replace("_", "a").isalnum() for t in types)  # only [A-Za-z0-9_] reached the server
     assert _total_nodes(store) == 2 + len(HOSTILE)  # the two entities and one RelationType per name
@@ -67,7 +67,7 @@ def test_hostile_relation_types_become_safe_relationship_types_and_keep_their_na
 
 
 def test_two_relation_names_that_map_to_one_type_are_an_error_and_write_nothing(store):
-    # both become x_MATCH_n_DETACH_DELETE_n; merging them would silently mix two relations
+    # both become rel_x_MATCH_n_DETACH_DELETE_n; merging them would silently mix two relations
     batch = GraphBatch(
         relations=[
             Relation(source="keep", type=HOSTILE[0], target="keep2"),
@@ -75,7 +75,7 @@ def test_two_relation_names_that_map_to_one_type_are_an_error_and_write_nothing(
         ]
     )
     with pytest.raises(
-        StoreError, match="both map to the Neo4j relationship type 'x_MATCH_n_DETACH_DELETE_n'"
+        StoreError, match="both map to the Neo4j relationship type 'rel_x_MATCH_n_DETACH_DELETE_n'"
     ):
         store.write(batch)
     store.write(GraphBatch(relations=[batch.relations[0]]))

@@ -30,7 +30,7 @@ def test_settings_and_a_garbage_collector_reach_the_server():
     server = config.start()
     try:
         store = Neo4jStore(server.url)
-        records = store._read(
+        records = store.read(
             "SHOW SETTINGS YIELD name, value WHERE name IN $names RETURN name, value",
             names=["db.relationship_grouping_threshold", "db.transaction.timeout"],
         )

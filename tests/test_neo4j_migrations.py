@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from kag.cli import main as kag_main
-from kag.schema import Entity
+from kag.schema import Entity, Relation
 from kag.stores.base import GraphBatch, StoreError
 from kag.stores.neo4j import Neo4jConfig, Neo4jStore
 from kag.stores.neo4j_migrations import MIGRATIONS_DIR
@@ -21,7 +21,7 @@ def _reset(url: str) -> None:
     """An empty database without constraints, indexes or migration records."""
     store = Neo4jStore(url)
     try:
-        with store._session() as session:
+        with store.session() as session:
             session.run(
                 "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
             ).consume()
@@ -47,7 +47,7 @@ def bare_url(neo4j_server):
 
 
 def _schema(store: Neo4jStore) -> tuple[set[str], set[str]]:
-    with store._session() as session:
+    with store.session() as session:
         constraints = {r["name"] for r in session.run("SHOW CONSTRAINTS YIELD name")}
         indexes = {
             r["name"] for r in session.run("SHOW INDEXES YIELD name, type WHERE type <> 'LOOKUP'")
@@ -56,7 +56,7 @@ def _schema(store: Neo4jStore) -> tuple[set[str], set[str]]:
 
 
 def _recorded(store: Neo4jStore) -> list[tuple[int, str, str]]:
-    with store._session() as session:
+    with store.session() as session:
         rows = session.run(
             "MATCH (m:KagMigration) RETURN m.version AS v, m.name AS n, m.checksum AS c ORDER BY v"
         )
@@ -65,21 +65,14 @@ def _recorded(store: Neo4jStore) -> list[tuple[int, str, str]]:
 
 def test_upgrade_applies_files_in_order_and_records_their_checksums(bare_url):
     store = Neo4jStore(bare_url)
-    assert store.upgrade() == ["V0001__constraints", "V0002__indexes"]
+    assert store.upgrade() == ["V0001__constraints", "V0002__indexes", "V0003__relation_namespace"]
     constraints, indexes = _schema(store)
     assert {"entity_id", "step_id", "relation_type_token", "kag_migration_version"} <= constraints
     assert {"entity_name", "trajectory_task", "step_trajectory"} <= indexes
+    names = ["V0001__constraints", "V0002__indexes", "V0003__relation_namespace"]
     assert _recorded(store) == [
-        (
-            1,
-            "V0001__constraints",
-            hashlib.sha256((MIGRATIONS_DIR / "V0001__constraints.cypher").read_bytes()).hexdigest(),
-        ),
-        (
-            2,
-            "V0002__indexes",
-            hashlib.sha256((MIGRATIONS_DIR / "V0002__indexes.cypher").read_bytes()).hexdigest(),
-        ),
+        (i, name, hashlib.sha256((MIGRATIONS_DIR / f"{name}.cypher").read_bytes()).hexdigest())
+        for i, name in enumerate(names, start=1)
     ]
     store.close()
 
@@ -98,7 +91,7 @@ def test_id_uniqueness_is_enforced_by_the_database_itself(neo4j_url):
     store.write(GraphBatch().add(Entity(id="e1", name="one")))
     from neo4j.exceptions import ConstraintError
 
-    with store._session() as session, pytest.raises(ConstraintError):
+    with store.session() as session, pytest.raises(ConstraintError):
         session.run("CREATE (:Entity {id: 'e1'})").consume()
     assert store.count_nodes("Entity") == 1
     store.close()
@@ -107,13 +100,13 @@ def test_id_uniqueness_is_enforced_by_the_database_itself(neo4j_url):
 def test_a_new_migration_file_is_applied_after_the_recorded_ones(bare_url, tmp_path):
     shutil.copytree(MIGRATIONS_DIR, tmp_path / "m")
     store = Neo4jConfig(migrations_dir=tmp_path / "m").build(bare_url)
-    assert store.upgrade() == ["V0001__constraints", "V0002__indexes"]
-    (tmp_path / "m" / "V0003__run_status.cypher").write_text(
+    assert store.upgrade() == ["V0001__constraints", "V0002__indexes", "V0003__relation_namespace"]
+    (tmp_path / "m" / "V0004__run_status.cypher").write_text(
         "// runs by status\nCREATE INDEX run_status IF NOT EXISTS FOR (n:Run) ON (n.status);\n"
     )
-    assert store.upgrade() == ["V0003__run_status"]
+    assert store.upgrade() == ["V0004__run_status"]
     assert "run_status" in _schema(store)[1]
-    assert [v for v, _, _ in _recorded(store)] == [1, 2, 3]
+    assert [v for v, _, _ in _recorded(store)] == [1, 2, 3, 4]
     store.close()
 
 
@@ -125,23 +118,23 @@ def test_an_applied_file_that_changed_stops_the_upgrade_before_anything_runs(bar
     edited.write_text(
         edited.read_text() + "CREATE INDEX sneaky IF NOT EXISTS FOR (n:Task) ON (n.hops);\n"
     )
-    (tmp_path / "m" / "V0003__later.cypher").write_text(
+    (tmp_path / "m" / "V0004__later.cypher").write_text(
         "CREATE INDEX later IF NOT EXISTS FOR (n:Run) ON (n.kind);\n"
     )
     with pytest.raises(StoreError, match=r"V0002__indexes.cypher changed after it was applied"):
         store.upgrade()
     assert not {"sneaky", "later"} & _schema(store)[1]
-    assert [v for v, _, _ in _recorded(store)] == [1, 2]
+    assert [v for v, _, _ in _recorded(store)] == [1, 2, 3]
     store.close()
 
 
 def test_a_graph_migrated_by_a_newer_kag_is_refused(bare_url, tmp_path):
     shutil.copytree(MIGRATIONS_DIR, tmp_path / "new")
-    (tmp_path / "new" / "V0003__future.cypher").write_text(
+    (tmp_path / "new" / "V0004__future.cypher").write_text(
         "CREATE INDEX future IF NOT EXISTS FOR (n:Run) ON (n.kind);\n"
     )
     Neo4jConfig(migrations_dir=tmp_path / "new").build(bare_url).upgrade()
-    with pytest.raises(StoreError, match=r"V0003__future applied, which is not in"):
+    with pytest.raises(StoreError, match=r"V0004__future applied, which is not in"):
         Neo4jStore(bare_url).upgrade()
 
 
@@ -166,7 +159,60 @@ def test_writing_before_the_schema_exists_says_to_run_db_upgrade(bare_url):
 def test_kag_db_upgrade_migrates_a_neo4j_url(bare_url, capsys):
     assert kag_main(["db", "upgrade", "--graph", bare_url]) == 0
     out = capsys.readouterr().out
-    assert "applied V0001__constraints, V0002__indexes" in out
+    assert "applied V0001__constraints, V0002__indexes, V0003__relation_namespace" in out
     assert "***" in out and bare_url.split(":")[2].split("@")[0] not in out  # no password printed
     assert kag_main(["db", "upgrade", "--graph", bare_url]) == 0
     assert "schema up to date" in capsys.readouterr().out
+
+
+def test_relation_namespace_migration_moves_relations_off_the_lineage_types(bare_url, tmp_path):
+    # a graph written by the former mapping: relationship type = relation_token(name), so the
+    # relation named CONTAINS shared its type with the lineage edge Dataset -CONTAINS-> Trajectory
+    (tmp_path / "old").mkdir()
+    for name in ("V0001__constraints.cypher", "V0002__indexes.cypher"):
+        shutil.copy(MIGRATIONS_DIR / name, tmp_path / "old" / name)
+    Neo4jConfig(migrations_dir=tmp_path / "old").build(bare_url).upgrade()
+    store = Neo4jStore(bare_url)
+    with store.session() as session:
+        session.run(
+            "CREATE (a:Entity {id: 'a', name: 'A'}), (b:Entity {id: 'b', name: 'B'}), "
+            "(d:Dataset {id: 'd'}), (t:Trajectory {id: 't'}), "
+            "(:RelationType {token: 'CONTAINS', name: 'CONTAINS'}), "
+            "(:RelationType {token: 'film_genre', name: '/film/genre', phrase: 'has genre'}), "
+            "(a)-[:CONTAINS {type: 'CONTAINS'}]->(b), "
+            "(a)-[:film_genre {type: '/film/genre', props: '{\"w\":1}'}]->(b), "
+            "(d)-[:CONTAINS {props: '{}'}]->(t)"
+        ).consume()
+    assert store.upgrade() == ["V0003__relation_namespace"]
+    types = {r["t"] for r in store.read("MATCH ()-[r]->() RETURN DISTINCT type(r) AS t")}
+    assert types == {"rel_CONTAINS", "rel_film_genre", "CONTAINS"}
+    lineage = store.read("MATCH (x)-[:CONTAINS]->(y) RETURN x.id AS x, y.id AS y")
+    assert [(r["x"], r["y"]) for r in lineage] == [("d", "t")]
+    assert store.relation_types() == {"/film/genre": 1, "CONTAINS": 1}
+    assert store.relation_phrases() == {"/film/genre": "has genre"}
+    genre = store.neighbors("a", relation="/film/genre")
+    assert [(r.target, r.props) for r, _ in genre] == [("b", {"w": 1})]
+    assert store.edges("CONTAINS", source="d")[0].target == "t"
+    # and relations written from now on land in the same namespace
+    store.write(GraphBatch(relations=[Relation(source="b", type="CONTAINS", target="a")]))
+    assert store.relation_types() == {"/film/genre": 1, "CONTAINS": 2}
+    store.close()
+
+
+def test_a_relation_named_like_a_lineage_edge_never_matches_it(neo4j_url):
+    store = Neo4jStore(neo4j_url)
+    store.write(
+        GraphBatch(
+            nodes={"Entity": [Entity(id="box", name="Box"), Entity(id="toy", name="Toy")]},
+            relations=[Relation(source="box", type=name, target="toy") for name in LINEAGE_NAMES],
+        )
+    )
+    for name in LINEAGE_NAMES:
+        assert not store.read(f"MATCH ()-[r:{name}]->() RETURN r")
+        assert store.edges(name, source="box") == []
+    assert store.relation_types() == dict.fromkeys(LINEAGE_NAMES, 1)
+    assert store.stats()["edges"]["CONTAINS"] == 0
+    store.close()
+
+
+LINEAGE_NAMES = ("CONTAINS", "HAS_STEP", "SOLVES")

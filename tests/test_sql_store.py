@@ -62,6 +62,7 @@ def test_reading_a_graph_without_schema_says_to_run_db_upgrade(tmp_path):
     from kag.stores import StoreError
     from kag.stores.sql import SQLStore
 
+    sqlite3.connect(tmp_path / "kag.db").close()  # a database file, but no KAG schema
     store = SQLStore(f"sqlite:///{tmp_path / 'kag.db'}")
     try:
         with pytest.raises(StoreError, match="kag db upgrade"):
@@ -70,3 +71,23 @@ def test_reading_a_graph_without_schema_says_to_run_db_upgrade(tmp_path):
             store.stats()
     finally:
         store.close()
+
+
+def test_a_misspelt_sqlite_path_is_a_user_error_and_leaves_no_file(tmp_path, capsys):
+    from kag.cli import main as kag_main
+    from kag.stores import GraphNotFoundError, open_store
+
+    typo = tmp_path / "kgg.db"
+    assert kag_main(["stats", "--graph", f"sqlite:///{typo}"]) == 2
+    err = capsys.readouterr().err
+    assert f"graph file {typo} does not exist" in err and "kag db upgrade" in err
+    store = open_store(f"sqlite:///{typo}")
+    with pytest.raises(GraphNotFoundError, match="does not exist"):
+        store.count_nodes("Entity")
+    store.close()
+    assert kag_main(["stats", "--graph", f"sqlite:///{tmp_path / 'nodir' / 'kag.db'}"]) == 2
+    assert "directory" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    # creating a graph stays one command away
+    assert kag_main(["db", "upgrade", "--graph", f"sqlite:///{typo}"]) == 0
+    assert kag_main(["stats", "--graph", f"sqlite:///{typo}"]) == 0

@@ -22,7 +22,7 @@ def stats_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     import kag
 
-    with kag.open(args.graph) as graph:
+    with kag.open(args.graph, upgrade=False) as graph:  # a read: never creates a graph
         stats = graph.stats(coverage=args.coverage)
     if args.json:
         print(json.dumps(stats, sort_keys=True))

@@ -26,7 +26,9 @@ def main(argv: list[str]) -> int:
     """`kag import triples FILE... [--entities F] [--relations F] [--format F] [--delimiter D] ...`"""
     parser = argparse.ArgumentParser(
         prog="kag import triples",
-        description="Import triple files (all or nothing) into the graph.",
+        description="Import triple files into the graph: nothing is written unless every file "
+        "is valid; then all or nothing on SQLite, while Neo4j commits in batches and a rerun "
+        "of the same import after a failure completes it exactly.",
     )
     parser.add_argument(
         "files", nargs="+", metavar="FILE", help="triple files (tsv, csv, jsonl, parquet)"

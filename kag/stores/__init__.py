@@ -7,14 +7,24 @@ from __future__ import annotations
 
 import os
 
-from kag.stores.base import GraphBatch, GraphStore, RelationArrays, StoreError, TrajectoryQuery
+from kag.stores.base import (
+    GraphBatch,
+    GraphNotFoundError,
+    GraphStore,
+    RelationArrays,
+    StoreError,
+    TrajectoryContent,
+    TrajectoryQuery,
+)
 
 __all__ = [
     "DEFAULT_URL",
     "GraphBatch",
+    "GraphNotFoundError",
     "GraphStore",
     "RelationArrays",
     "StoreError",
+    "TrajectoryContent",
     "TrajectoryQuery",
     "open_store",
     "resolve_url",

@@ -12,23 +12,29 @@ against every backend.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from kag.schema import Edge, Entity, Node, Relation
+from kag.messages import chat_message, tool_call
+from kag.schema import Edge, Entity, Node, Relation, check_relation_name
 
 __all__ = [
     "GraphBatch",
+    "GraphNotFoundError",
     "GraphStore",
     "RelationArrays",
     "StoreError",
     "Direction",
     "NameMatch",
+    "TrajectoryContent",
     "TrajectoryQuery",
     "check_direction",
+    "fill_contents",
+    "stored_step_message",
 ]
 
 Direction = Literal["out", "in", "both"]
@@ -50,12 +56,18 @@ class StoreError(RuntimeError):
     """A backend could not do what was asked (unreachable server, schema missing, collision...)."""
 
 
+class GraphNotFoundError(StoreError, ValueError):
+    """The graph a URL names does not exist (a SQLite file or its directory): a user's typo,
+    which only `upgrade()` (`kag db upgrade`) turns into a new graph."""
+
+
 @dataclass(slots=True)
 class GraphBatch:
     """Records to upsert together, atomically: nodes first, then relations, then edges.
 
     `ensure_entities` lists entity ids that must exist: missing ones are created with the id as
     their name, existing ones are left untouched (bulk import of bare triples uses this).
+    `phrases` sets relation types' phrases (see `GraphStore.set_relation_phrases`).
 
     >>> len(GraphBatch().add(Entity(id="e1", name="Ada")))
     1
@@ -68,6 +80,13 @@ class GraphBatch:
     #: `(source, type, target)` relations without props whose ids and type the caller has
     #: already validated: bulk import's fast path, with no `Relation` object per row
     triples: list[tuple[str, str, str]] = field(default_factory=list)
+    phrases: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, phrase in self.phrases.items():
+            check_relation_name(name)
+            if not isinstance(phrase, str) or not phrase.strip():
+                raise ValueError(f"phrase of relation {name!r} must be a non-empty string")
 
     def with_relations(self) -> GraphBatch:
         """This batch with `triples` turned into `relations`, for backends without a fast path."""
@@ -75,7 +94,11 @@ class GraphBatch:
             return self
         rels = [*self.relations, *(Relation.trusted(s, t, d) for s, t, d in self.triples)]
         return GraphBatch(
-            nodes=self.nodes, relations=rels, edges=self.edges, ensure_entities=self.ensure_entities
+            nodes=self.nodes,
+            relations=rels,
+            edges=self.edges,
+            ensure_entities=self.ensure_entities,
+            phrases=self.phrases,
         )
 
     def add(self, *items: Node | Relation | Edge) -> GraphBatch:
@@ -100,6 +123,7 @@ class GraphBatch:
             + len(self.edges)
             + len(self.ensure_entities)
             + len(self.triples)
+            + len(self.phrases)
         )
 
 
@@ -136,6 +160,81 @@ class TrajectoryQuery:
     policy: str | None = None
     status: str | None = None
     limit: int | None = None
+
+
+@dataclass(slots=True)
+class TrajectoryContent:
+    """What a trajectory holds, as plain data: the bulk read of exports (`trajectory_contents`).
+
+    `messages` are its steps as DESIGN section 4 messages in `idx` order; `tool_ids` the tools its
+    steps called (USED_TOOL), `entity_ids` the entities they touched (TOUCHED) and
+    `verification_ids` the verifications of the trajectory and of its steps, each sorted, distinct.
+
+    >>> TrajectoryContent().messages
+    []
+    """
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    tool_ids: list[str] = field(default_factory=list)
+    entity_ids: list[str] = field(default_factory=list)
+    verification_ids: list[str] = field(default_factory=list)
+
+
+def stored_step_message(
+    role: str,
+    content: str | None,
+    reasoning: str | None,
+    tool_calls: str | None,
+    tool_call_id: str | None,
+    name: str | None,
+) -> dict[str, Any]:
+    """The DESIGN section 4 message of a step as both backends store it (`tool_calls` as the JSON
+    text of `[{"id", "name", "arguments"}]`), the same as `Step.to_message()`, without a `Step`.
+
+    >>> stored_step_message("assistant", "", None, '[{"id": "c1", "name": "f", "arguments": "{}"}]',
+    ...                     None, None)["tool_calls"][0]["function"]["name"]
+    'f'
+    """
+    calls = json.loads(tool_calls) if tool_calls and tool_calls != "[]" else ()
+    return chat_message(
+        role,
+        content,
+        reasoning=reasoning,
+        tool_calls=[tool_call(c["id"], c["name"], c["arguments"]) for c in calls],
+        tool_call_id=tool_call_id,
+        name=name,
+    )
+
+
+def fill_contents(
+    trajectory_ids: Iterable[str],
+    steps: Iterable[tuple[str, int, dict[str, Any]]],
+    *,
+    touched: Iterable[tuple[str, str]],
+    used: Iterable[tuple[str, str]],
+    verified: Iterable[tuple[str, str]],
+) -> dict[str, TrajectoryContent]:
+    """`trajectory_contents` from plain rows, keyed by trajectory id: steps as
+    `(trajectory id, idx, message)`, the rest as `(trajectory id, other id)` pairs.
+
+    >>> fill_contents(["t1"], [("t1", 1, "b"), ("t1", 0, "a")], touched=[("t1", "e")],
+    ...               used=[], verified=[])["t1"].messages
+    ['a', 'b']
+    """
+    out = {tid: TrajectoryContent() for tid in trajectory_ids}
+    for tid, _, message in sorted(steps, key=lambda row: (row[0], row[1])):
+        out[tid].messages.append(message)
+    for name, pairs in (
+        ("entity_ids", touched),
+        ("tool_ids", used),
+        ("verification_ids", verified),
+    ):
+        sets: dict[str, set[str]] = {}
+        for tid, other in pairs:
+            sets.setdefault(tid, set()).add(other)
+        for tid, values in sets.items():
+            setattr(out[tid], name, sorted(values))
+    return out
 
 
 @runtime_checkable
@@ -263,6 +362,15 @@ class GraphStore(Protocol):
 
     def find_trajectories(self, query: TrajectoryQuery) -> list[str]:
         """Ids of trajectories matching a provenance query, sorted."""
+        ...
+
+    def trajectory_contents(self, trajectory_ids: Sequence[str]) -> dict[str, TrajectoryContent]:
+        """Steps, used tools, touched entities and verifications of many trajectories at once.
+
+        The exporters' bulk read: a handful of batched queries for any number of ids, no record
+        object per step or edge. Every given id is a key (an unknown one maps to an empty
+        `TrajectoryContent`).
+        """
         ...
 
     # --- summary

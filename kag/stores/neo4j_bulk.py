@@ -35,9 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from kag.schema import Relation, relation_token
+from kag.schema import Relation
 from kag.stores.base import StoreError
-from kag.stores.neo4j import Neo4jStore, _dumps, _missing_entities, _safe
+from kag.stores.neo4j_connection import Neo4jConnection
+from kag.stores.neo4j_cypher import dumps, missing_entities, quote_name, relationship_type
+from kag.stores.neo4j_relation_types import RelationTypes
 
 __all__ = ["RelationBulkWriter", "SeenKeys"]
 
@@ -72,7 +74,7 @@ _MERGE = (
 
 
 def _props(relation: Relation) -> str | None:
-    return _dumps(relation.props) if relation.props else None
+    return dumps(relation.props) if relation.props else None
 
 
 class SeenKeys:
@@ -144,10 +146,19 @@ class RelationBulkWriter:
     the repeats and checks the counts; leaving it on an exception waits and adds nothing more.
     """
 
-    def __init__(self, store: Neo4jStore, *, relations_before: int) -> None:
-        self._store = store
-        self._size = store.config.batch_size
-        self._workers = store.config.write_workers
+    def __init__(
+        self,
+        connection: Neo4jConnection,
+        types: RelationTypes,
+        *,
+        batch_size: int,
+        write_workers: int,
+        relations_before: int,
+    ) -> None:
+        self._conn = connection
+        self._types = types
+        self._size = batch_size
+        self._workers = write_workers
         self._pool = cf.ThreadPoolExecutor(self._workers, thread_name_prefix="kag-neo4j-write")
         self._inflight: deque[tuple[cf.Future[int], int]] = deque()
         self._seen = SeenKeys()
@@ -161,6 +172,8 @@ class RelationBulkWriter:
         self.merged = 0
         #: relations this writer has committed so far
         self.committed = 0
+        #: relations this writer has sent to the server (committed or in flight)
+        self.submitted = 0
 
     # ------------------------------------------------------------------ public
 
@@ -202,8 +215,10 @@ class RelationBulkWriter:
         """Wait for all `CREATE`s, merge the repeats, and repair what a concurrent writer did."""
         self._drain()
         self._merge_repeats()
-        fresh = [relation_token(name) for name, is_fresh in self._fresh_names.items() if is_fresh]
-        if fresh and self._store.relation_count() > self._before + self._created + self.merged:
+        fresh = [
+            relationship_type(name) for name, is_fresh in self._fresh_names.items() if is_fresh
+        ]
+        if fresh and self._types.relation_count() > self._before + self._created + self.merged:
             self._remove_duplicates(fresh)
 
     def __enter__(self) -> RelationBulkWriter:
@@ -226,12 +241,12 @@ class RelationBulkWriter:
         """Record `names` as relation types of the graph and note which of them are fresh."""
         if not names:
             return
-        self._store._register_relation_types(names)
+        self._types.register(names)
         if self._existing_types is None:  # types ever used in this database, even if now empty
-            rows = self._store._read("CALL db.relationshipTypes() YIELD relationshipType AS t")
+            rows = self._conn.read("CALL db.relationshipTypes() YIELD relationshipType AS t")
             self._existing_types = {r["t"] for r in rows}
-        tokens = {name: relation_token(name) for name in names}
-        used = self._store._type_counts([t for t in tokens.values() if t in self._existing_types])
+        tokens = {name: relationship_type(name) for name in names}
+        used = self._types.counts([t for t in tokens.values() if t in self._existing_types])
         for name, token in tokens.items():
             self._fresh_names[name] = not used.get(token)
 
@@ -249,11 +264,11 @@ class RelationBulkWriter:
             return self._resolve(rows)
         keys = sorted(unknown)
         for start in range(0, len(keys), 50_000):
-            for record in self._store._read(_RESOLVE, ids=keys[start : start + 50_000]):
+            for record in self._conn.read(_RESOLVE, ids=keys[start : start + 50_000]):
                 node_ids.update(zip(record["keys"], record["nodes"], strict=True))
         missing = [key for key in keys if key not in node_ids]
         if missing:
-            raise _missing_entities(missing)
+            raise missing_entities(missing)
         return node_ids
 
     def _params(self, rows: Sequence[Row]) -> dict[str, Any]:
@@ -266,7 +281,7 @@ class RelationBulkWriter:
             "t": [node_ids[t] for _, _, t, _ in rows],
             "k": [index[name] for _, name, _, _ in rows],
             "names": names,
-            "tokens": [relation_token(name) for name in names],
+            "tokens": [relationship_type(name) for name in names],
             "p": props if any(p is not None for p in props) else None,
         }
 
@@ -282,13 +297,14 @@ class RelationBulkWriter:
                 )
             return result.consume().counters.relationships_created
 
-        with self._store._session() as session:
+        with self._conn.session() as session:
             return session.execute_write(work)
 
     def _submit(self, rows: Sequence[Row]) -> None:
         while len(self._inflight) >= 2 * self._workers:
             self._collect(self._inflight.popleft())
         params = self._params(rows)
+        self.submitted += len(rows)
         self._inflight.append((self._pool.submit(self._run, _CREATE, params), len(rows)))
 
     def _collect(self, job: tuple[cf.Future[int], int]) -> None:
@@ -309,6 +325,7 @@ class RelationBulkWriter:
         self._repeats.clear()
         for start in range(0, len(rows), self._size):
             part = rows[start : start + self._size]
+            self.submitted += len(part)
             self._created += self._run(_MERGE, self._params(part))
             self.committed += len(part)
 
@@ -316,9 +333,9 @@ class RelationBulkWriter:
         """Keep one relationship per (source, token, target) of `tokens`; delete the rest."""
         for token in tokens:
             query = (
-                f"MATCH (a:Entity)-[r:{_safe(token)}]->(b:Entity) "
+                f"MATCH (a:Entity)-[r:{quote_name(token)}]->(b:Entity) "
                 "WITH a, b, collect(r) AS rs WHERE size(rs) > 1 "
                 "UNWIND tail(rs) AS extra DELETE extra"
             )
-            with self._store._session() as session:
+            with self._conn.session() as session:
                 session.execute_write(lambda tx, q=query: tx.run(q).consume())

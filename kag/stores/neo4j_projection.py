@@ -36,9 +36,8 @@ already gave that order), each source's relationships in the server's order, as 
 grouped them by source (in label-scan order); `CSRGraph.from_arrays` sorts rows itself anyway.
 Filters: `relation_types` keeps relationships with `type(r)` among their tokens *and* `r.type`
 among the names; `domain` keeps those whose source and target entities both have that `domain`.
-Only `(:Entity)-[]->(:Entity)` relationships count, so an edge kind whose name is also a
-relation type's token (e.g. `SUPPORTS`, which runs from an entity to a task) is never taken for
-a relation. A relationship between entities whose type no `RelationType` node records (the
+Only `(:Entity)-[]->(:Entity)` relationships count, so an edge that leaves an entity (e.g.
+`SUPPORTS`, which runs from an entity to a task) is never taken for a relation. A relationship between entities whose type no `RelationType` node records (the
 former query failed with a `KeyError`) is a `StoreError`.
 """
 
@@ -49,10 +48,10 @@ from typing import Any
 
 import numpy as np
 
-from kag.schema import relation_token
 from kag.stores.base import RelationArrays, StoreError
+from kag.stores.neo4j_cypher import relationship_type
 
-__all__ = ["project_relations"]
+__all__ = ["degree_chunks", "position_lookup", "project_relations"]
 
 # Entities of one page, in `ORDER BY e.id` order (served by the uniqueness index on Entity.id),
 # with their out-degrees when relations come in chunks and whether they are in the domain.
@@ -84,15 +83,15 @@ def project_relations(
 ) -> RelationArrays:
     """Entity relations of a Neo4j graph as integer arrays (see the module docstring).
 
-    `session_factory()` opens a read session (a context manager, as `Neo4jStore._session(read=
+    `session_factory()` opens a read session (a context manager, as `Neo4jStore.session(read=
     True)` does); `pairs` are the `(token, name)` of the recorded relation types
-    (`Neo4jStore._relation_type_nodes()`). `relation_types` keeps only those names; `domain` only
+    (`Neo4jStore.types.recorded()`). `relation_types` keeps only those names; `domain` only
     relations whose two entities have that domain. `chunk_rows` bounds the relationships one
     query returns, `page_size` the entity ids one query returns.
 
     >>> store = Neo4jStore("neo4j://neo4j:secret@localhost:7687")  # doctest: +SKIP
     >>> arrays = project_relations(  # doctest: +SKIP
-    ...     lambda: store._session(read=True), store._relation_type_nodes()
+    ...     lambda: store.session(read=True), store.types.recorded()
     ... )
     >>> len(arrays.entity_ids), len(arrays.src), len(arrays.relation_types)  # doctest: +SKIP
     (14541, 310116, 237)
@@ -104,7 +103,7 @@ def project_relations(
     where = ""
     if relation_types is not None:
         where = " WHERE type(r) IN $tokens AND r.type IN $names"
-        params["tokens"] = [relation_token(n) for n in relation_types]
+        params["tokens"] = [relationship_type(n) for n in relation_types]
         params["names"] = list(relation_types)
     on_domain = domain is not None
     # the domain of sources is sought on the server (its index), the one of targets checked
@@ -145,7 +144,7 @@ def project_relations(
             sources, out = node_ids, np.asarray(degrees, dtype=np.int64)
             if in_domain is not None:
                 sources, out = sources[in_domain], out[in_domain]
-            for some in _chunks(sources, out, chunk_rows):
+            for some in degree_chunks(sources, out, chunk_rows):
                 rec = tx.run(chunk, params, sources=some.tolist()).single(strict=True)
                 parts.append((rec["s"], rec["t"], rec["r"]))
         return ids, node_ids, in_domain, parts
@@ -158,7 +157,7 @@ def project_relations(
             return np.zeros(0, dtype=np.int64)
         return np.concatenate([np.asarray(p[k], dtype=np.int64) for p in parts])
 
-    position = _positions(node_ids)
+    position = position_lookup(node_ids)
     src, dst, rel = position(column(0)), position(column(1)), column(2).astype(np.int32)
     if in_domain is not None:
         keep = in_domain[src] & in_domain[dst]
@@ -181,13 +180,13 @@ def project_relations(
     )
 
 
-def _positions(node_ids: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+def position_lookup(node_ids: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """A function from internal node ids to their positions in `node_ids` (int32).
 
     Internal ids are record positions, so mostly dense: a table indexed by id is the usual way
     (1 ms for FB15k-237's 620k ends, against 30 ms for a binary search, kept for sparse ids).
 
-    >>> _positions(np.array([7, 3, 5]))(np.array([5, 5, 7, 3])).tolist()
+    >>> position_lookup(np.array([7, 3, 5]))(np.array([5, 5, 7, 3])).tolist()
     [2, 2, 0, 1]
     """
 
@@ -225,7 +224,7 @@ def _positions(node_ids: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return by_search
 
 
-def _chunks(node_ids: np.ndarray, degrees: np.ndarray, chunk_rows: int) -> list[np.ndarray]:
+def degree_chunks(node_ids: np.ndarray, degrees: np.ndarray, chunk_rows: int) -> list[np.ndarray]:
     """Cut the sources with relationships into runs of about `chunk_rows` out-degrees each."""
     keep = degrees > 0
     node_ids, degrees = node_ids[keep], degrees[keep]

@@ -9,10 +9,12 @@ per `write` (or per `write_many` stream), so a failed batch writes nothing.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import sqlalchemy as sa
@@ -23,11 +25,15 @@ from kag.stores import sql_tables as T
 from kag.stores.base import (
     Direction,
     GraphBatch,
+    GraphNotFoundError,
     NameMatch,
     RelationArrays,
     StoreError,
+    TrajectoryContent,
     TrajectoryQuery,
     check_direction,
+    fill_contents,
+    stored_step_message,
 )
 
 __all__ = ["SQLStore", "MIGRATIONS_DIR"]
@@ -51,12 +57,20 @@ class SQLStore:
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
+        #: the SQLite file, which only `upgrade()` creates: a read of a misspelt path must not
+        #: leave an empty database behind
+        self.path: Path | None = None
+        engine_url = url
         if url.startswith("sqlite:///") and url not in ("sqlite:///", "sqlite:///:memory:"):
-            parent = Path(url.removeprefix("sqlite:///")).expanduser().resolve().parent
-            if not parent.is_dir():
-                raise StoreError(f"cannot open {url}: directory {parent} does not exist")
+            self.path = Path(url.removeprefix("sqlite:///").split("?", 1)[0]).expanduser().resolve()
+            if not self.path.parent.is_dir():
+                raise GraphNotFoundError(
+                    f"cannot open {url}: directory {self.path.parent} does not exist"
+                )
+            if "?" not in url:  # open read-write, never create (SQLite's URI `mode=rw`)
+                engine_url = f"sqlite:///file:{quote(str(self.path))}?mode=rw&uri=true"
         try:
-            self.engine = sa.create_engine(url, echo=echo)
+            self.engine = sa.create_engine(engine_url, echo=echo)
         except Exception as err:  # bad URL or missing driver
             raise StoreError(f"cannot open graph {url!r}: {err}") from None
         if self.engine.dialect.name == "sqlite":
@@ -73,6 +87,8 @@ class SQLStore:
         from alembic.runtime.migration import MigrationContext
         from alembic.script import ScriptDirectory
 
+        if self.path is not None and not self.path.exists():
+            sqlite3.connect(self.path).close()  # the one place a graph file is created
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.set_main_option("sqlalchemy.url", self.url)
@@ -89,7 +105,9 @@ class SQLStore:
 
     def check_schema(self) -> None:
         """Raise a `StoreError` telling the user to run `kag db upgrade` if the schema is missing."""
-        if not sa.inspect(self.engine).has_table("relations"):
+        with self._schema_errors():
+            has_schema = sa.inspect(self.engine).has_table("relations")
+        if not has_schema:
             raise StoreError(
                 f"graph {self.url} has no schema: run `kag db upgrade --graph {self.url}`"
             )
@@ -111,6 +129,11 @@ class SQLStore:
 
     @contextmanager
     def _schema_errors(self) -> Iterator[None]:
+        if self.path is not None and not self.path.exists():
+            raise GraphNotFoundError(
+                f"graph file {self.path} does not exist: check the path in {self.url}, or create "
+                f"the graph with `kag db upgrade --graph {self.url}`"
+            )
         try:
             yield
         except sa.exc.OperationalError as err:
@@ -167,6 +190,12 @@ class SQLStore:
             self._upsert_relations(conn, batch.relations, keys, batch.triples)
         if batch.edges:
             self._upsert_edges(conn, batch.edges)
+        if batch.phrases:
+            conn.exec_driver_sql(
+                "INSERT INTO relation_types (name, phrase) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET phrase = excluded.phrase",
+                list(batch.phrases.items()),
+            )
 
     def _upsert_nodes(self, conn: Connection, kind: str, nodes: Sequence[Node]) -> None:
         table = T.NODE_TABLES[kind]
@@ -484,20 +513,7 @@ class SQLStore:
                 return
 
     def set_relation_phrases(self, phrases: Mapping[str, str]) -> None:
-        from kag.schema import check_relation_name
-
-        rows = []
-        for name, phrase in phrases.items():
-            check_relation_name(name)
-            if not isinstance(phrase, str) or not phrase.strip():
-                raise ValueError(f"phrase of relation {name!r} must be a non-empty string")
-            rows.append((name, phrase))
-        with self._begin() as conn:
-            conn.exec_driver_sql(
-                "INSERT INTO relation_types (name, phrase) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET phrase = excluded.phrase",
-                rows,
-            )
+        self.write(GraphBatch(phrases=dict(phrases)))
 
     def relation_phrases(self) -> dict[str, str]:
         with self._connect() as conn:
@@ -612,6 +628,37 @@ class SQLStore:
             sql.append(f"LIMIT {int(query.limit)}")
         with self._connect() as conn:
             return [r[0] for r in conn.exec_driver_sql(" ".join(sql), tuple(params))]
+
+    def trajectory_contents(self, trajectory_ids: Sequence[str]) -> dict[str, TrajectoryContent]:
+        ids = sorted(set(trajectory_ids))
+        steps: list[tuple[str, int, dict[str, Any]]] = []
+        owner: dict[str, str] = {}  # step id -> trajectory id
+        with self._connect() as conn:
+
+            def rows(sql: str, keys: Sequence[str], *head: Any) -> Iterator[Any]:
+                for chunk in _chunks(keys):
+                    marks = ",".join("?" * len(chunk))
+                    yield from conn.exec_driver_sql(sql.format(marks=marks), (*head, *chunk))
+
+            for tid, sid, idx, *message in rows(
+                "SELECT trajectory_id, id, idx, role, content, reasoning, tool_calls, "
+                "tool_call_id, name FROM steps WHERE trajectory_id IN ({marks})",
+                ids,
+            ):
+                steps.append((tid, idx, stored_step_message(*message)))
+                owner[sid] = tid
+            step_ids = sorted(owner)
+            edge_sql = "SELECT source, target FROM edges WHERE kind = ? AND source IN ({marks})"
+            touched = [(owner[s], t) for s, t in rows(edge_sql, step_ids, "TOUCHED")]
+            used = [(owner[s], t) for s, t in rows(edge_sql, step_ids, "USED_TOOL")]
+            verified = [
+                (owner.get(subject, subject), vid)
+                for vid, subject in rows(
+                    "SELECT id, subject_id FROM verifications WHERE subject_id IN ({marks})",
+                    [*ids, *step_ids],
+                )
+            ]
+        return fill_contents(ids, steps, touched=touched, used=used, verified=verified)
 
     # ------------------------------------------------------------------ summary
 

@@ -504,3 +504,30 @@ def test_relations_stream_losslessly(people):
         [{"source": "ada", "type": "born_in", "target": "london", "props": {"year": 1815}}]
     )
     assert people.neighbors("ada", relation="born_in")[0][0].props == {"year": 1815}
+
+
+def test_trajectory_contents_are_what_the_records_hold(graph):
+    from exporters.synthetic import SyntheticConfig, write_synthetic
+
+    write_synthetic(graph.store, SyntheticConfig(n_tasks=4, trajectories_per_task=2, n_entities=30))
+    store = graph.store
+    ids = [t.id for batch in store.iter_nodes("Trajectory") for t in batch]
+    contents = graph.trajectory_contents([*ids, "no-such-trajectory"])
+    assert contents["no-such-trajectory"] == kag.stores.TrajectoryContent()
+    for tid in ids:
+        steps = sorted(
+            (s for batch in store.iter_nodes("Step", where={"trajectory_id": tid}) for s in batch),
+            key=lambda s: s.idx,
+        )
+        step_ids = [s.id for s in steps]
+        content = contents[tid]
+        assert content.messages == [s.to_message() for s in steps]
+        assert content.entity_ids == sorted(
+            {e.target for e in store.edges("TOUCHED", source=step_ids)}
+        )
+        assert content.tool_ids == sorted(
+            {e.target for e in store.edges("USED_TOOL", source=step_ids)}
+        )
+        verifications = store.iter_nodes("Verification", where={"subject_id": [tid, *step_ids]})
+        assert content.verification_ids == sorted(v.id for batch in verifications for v in batch)
+    assert any(c.tool_ids and c.entity_ids and c.verification_ids for c in contents.values())
