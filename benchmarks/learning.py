@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--moe-intermediate-size", type=int, default=defaults.moe_intermediate_size)
     parser.add_argument("--vocab-size", type=int, default=defaults.vocab_size)
     parser.add_argument("--no-graph-tokenizer", action="store_true")
+    parser.add_argument("--whole-word-names", action="store_true")
     parser.add_argument("--max-turns", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a small run (not the figure)")
@@ -149,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     tiny += ["--hidden-size", str(args.hidden_size), "--layers", str(args.layers)]
     tiny += ["--heads", str(args.heads), "--experts", str(args.experts)]
     tiny += ["--moe-intermediate-size", str(args.moe_intermediate_size)]
-    _kag(tiny + ([] if args.no_graph_tokenizer else [*g, "--corpus", str(sft_dir)]))
+    if not args.no_graph_tokenizer:
+        tiny += [*g, "--corpus", str(sft_dir)]
+    _kag(tiny + (["--whole-word-names"] if args.whole_word_names else []))
     data_s = time.perf_counter() - t0
 
     from trainer.sft import SFTConfig, train_sft
@@ -223,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                     "moe_intermediate_size": args.moe_intermediate_size,
                     "vocab_size": args.vocab_size,
                     "graph_tokenizer": not args.no_graph_tokenizer,
+                    "whole_word_names": args.whole_word_names,
                 },
             }
         )

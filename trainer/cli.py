@@ -51,8 +51,13 @@ def model_main(argv: list[str]) -> int:
         "--graph",
         metavar="URL",
         default=None,
-        help="also train the tokenizer on this graph's text and give each entity name, entity "
-        "id and relation name a token of its own (recommended: the graph the model works on)",
+        help="also train the tokenizer on this graph's names, ids and relation names "
+        "(recommended: the graph the model works on)",
+    )
+    parser.add_argument(
+        "--whole-word-names",
+        action="store_true",
+        help="with --graph: give each entity name, entity id and relation name a token of its own",
     )
     parser.add_argument(
         "--corpus",
@@ -86,7 +91,8 @@ def model_main(argv: list[str]) -> int:
 
         with kag.open(args.graph) as graph:
             texts = list(graph_corpus(graph))
-            vocabulary = graph_vocabulary(graph)
+            if args.whole_word_names:
+                vocabulary = graph_vocabulary(graph)
     for data_dir in args.corpus:
         texts += dataset_texts(data_dir)
     path = build_tiny_model(args.out_dir, config=config, texts=texts, vocabulary=vocabulary)
