@@ -34,19 +34,22 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
-from tests.trainer_fixtures import metaqa_rows, write_sft_dataset  # noqa: E402
 from trainer.metrics import read_metrics  # noqa: E402
 from trainer.packing import IGNORE_INDEX, collate_rows  # noqa: E402
 from trainer.sft import SFTConfig  # noqa: E402
+from trainer.synthetic import metaqa_rows, write_sft_dataset  # noqa: E402
+
+METAQA_DIR = REPO.parent / "shared" / "data" / "metaqa"
 
 
-def build_inputs(work: Path, n_docs: int) -> tuple[Path, Path]:
+def build_inputs(work: Path, n_docs: int, metaqa_dir: Path) -> tuple[Path, Path]:
     from trainer.models import build_tiny_model
 
     model_dir = build_tiny_model(work / "tiny")
     per_hop = n_docs // 3
-    rows = metaqa_rows(per_hop, hops=1) + metaqa_rows(per_hop, hops=2)
-    rows += metaqa_rows(n_docs - 2 * per_hop, hops=3)
+    rows = metaqa_rows(per_hop, metaqa_dir=metaqa_dir, hops=1)
+    rows += metaqa_rows(per_hop, metaqa_dir=metaqa_dir, hops=2)
+    rows += metaqa_rows(n_docs - 2 * per_hop, metaqa_dir=metaqa_dir, hops=3)
     return model_dir, write_sft_dataset(work / "ds", rows, rows_per_shard=100)
 
 
@@ -71,7 +74,7 @@ def run_ours(
     first_row = trainer.data.rows[int(trainer.data.order(0)[0])]
     batch = collate_rows([first_row], pad_token_id=trainer.data.pad_token_id)
     with torch.no_grad():
-        out_first = trainer.module(*batch._tensors())
+        out_first = trainer.module(*batch.tensors())
     first = {
         "ce": float(out_first["ce_sum"] / out_first["n_targets"]),
         "aux": float(out_first["aux_loss"]),
@@ -201,6 +204,7 @@ def result_line(metric: str, value: float, unit: str, baseline_value: float, **e
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=240, help="MetaQA trajectories (1/2/3-hop)")
+    parser.add_argument("--metaqa", type=Path, default=METAQA_DIR, help="MetaQA directory")
     parser.add_argument("--max-seq-len", type=int, default=2048)
     parser.add_argument("--rows-per-step", type=int, default=2)
     parser.add_argument("--steps", type=int, default=14)
@@ -213,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="kag-bench-sft-"))
     work.mkdir(parents=True, exist_ok=True)
-    model_dir, data_dir = build_inputs(work, args.docs)
+    model_dir, data_dir = build_inputs(work, args.docs, args.metaqa)
 
     from transformers import AutoTokenizer
 

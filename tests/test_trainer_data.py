@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from tests.trainer_fixtures import simple_rows, tool_trajectory_row, write_sft_dataset
 from trainer.data import iter_dataset_rows, render_conversation, tokenize_dataset
+from trainer.synthetic import metaqa_rows, simple_rows, tool_trajectory_row, write_sft_dataset
+
+METAQA = Path(__file__).resolve().parents[2] / "shared" / "data" / "metaqa"
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +124,14 @@ def test_tools_column_is_rendered_into_the_prompt(tokenizer):
     )
     assert len(with_tools) > len(without)
     assert with_tools.n_targets == without.n_targets
+
+
+def test_metaqa_trajectories_call_the_kb_hop_by_hop_and_name_a_wrong_directory(tmp_path):
+    rows = metaqa_rows(4, metaqa_dir=METAQA, hops=2)
+    assert len(rows) == 4 and len({r["id"] for r in rows}) == 4
+    for row in rows:
+        calls = [m for m in row["messages"] if m["role"] == "assistant" and m.get("tool_calls")]
+        assert len(calls) == 2  # one assistant turn per hop
+        assert row["messages"][-1]["content"] == f"<answer>{'|'.join(row['answers'])}</answer>"
+    with pytest.raises(FileNotFoundError, match=r"missing.*kb_subset_named\.txt: no MetaQA KB"):
+        metaqa_rows(1, metaqa_dir=tmp_path / "missing")
