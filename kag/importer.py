@@ -16,14 +16,13 @@ transaction. Memory grows with the number of distinct entity ids, never with the
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import json
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,6 @@ __all__ = [
     "ImportReport",
     "TripleFormat",
     "import_triples",
-    "main",
 ]
 
 FORMATS = ("tsv", "csv", "jsonl", "parquet")
@@ -116,7 +114,9 @@ class TripleFormat:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ImportReport:
     """What an import did. `duplicates` counts rows that added no new relation (repeated in
-    the files or already in the graph); `relations_new` those that did."""
+    the files or already in the graph); `relations_new` those that did. `phrases` counts the
+    relation phrases applied (naming a relation type of the files or the graph);
+    `phrases_unmatched` names the phrase keys that matched none and were not stored."""
 
     files: list[str]
     rows: int
@@ -127,6 +127,7 @@ class ImportReport:
     phrases: int
     seconds: float
     entity_rows: int = 0
+    phrases_unmatched: list[str] = field(default_factory=list)
 
     @property
     def relations_per_s(self) -> float:
@@ -626,7 +627,8 @@ def import_triples(
     created with their id as name; entities already in the graph and not in the entity file are
     left as they are. Entity-file rows no triple refers to are skipped unless `all_entities`
     (FB15k-237's `entity2text.txt` names 14,951 mids, of which 14,541 are used). New entities
-    get `domain`. `relations_file` rows `name, phrase` set relation phrases (question text).
+    get `domain`. `relations_file` rows `name, phrase` set relation phrases (question text); a file none
+    of whose names is a relation type of the files or the graph is an error.
 
     >>> import_triples(graph, ["kb.txt"], delimiter="|")  # doctest: +SKIP
     ImportReport(files=['kb.txt'], rows=129235, entities_new=42778, ...)
@@ -646,12 +648,11 @@ def import_triples(
     )
     specs = []
     for path in files:
-        if not path.is_file():
-            raise FileNotFoundError(f"triple file {path} does not exist")
+        _check_file(path, "triple file")
         specs.append(base.resolve(path))
-    for side in (entities_file, relations_file):
-        if side is not None and not Path(side).is_file():
-            raise FileNotFoundError(f"file {side} does not exist")
+    for side, what in ((entities_file, "entity file"), (relations_file, "relation file")):
+        if side is not None:
+            _check_file(Path(side), what)
 
     # ---- pass 1: validate everything, collect the ids and types
     entity_info = (
@@ -666,11 +667,28 @@ def import_triples(
     for path, spec in zip(files, specs, strict=True):
         total, unit = _size(path, spec)
         bar = _Progress(progress, total, f"validate {path.name}", unit)
+        file_rows = 0
         try:
             for block in _read_triples(path, spec, bar):
-                rows += _validate_block(path, block, referenced, types)
+                file_rows += _validate_block(path, block, referenced, types)
         finally:
             bar.close()
+        if not file_rows:
+            why = "the file is empty" if not path.stat().st_size else "only a header or blank lines"
+            raise ImportFileError(path, None, None, f"holds no triples ({why}); nothing imported")
+        rows += file_rows
+    # a phrase names a relation type of these files or of the graph, else it applies to nothing
+    known = set(types) | set(store.relation_types()) if phrases else set()
+    unmatched = [name for name in phrases if name not in known]
+    if phrases and len(unmatched) == len(phrases):
+        raise ImportFileError(
+            relations_file,  # type: ignore[arg-type]
+            None,
+            "name",
+            f"none of its {len(phrases)} relation names is a relation type of the triple files "
+            f"or the graph (e.g. {unmatched[:3]}, while the files have {sorted(types)[:3]})",
+        )
+    phrases = {name: phrase for name, phrase in phrases.items() if name in known}
 
     # ---- which entities to write: named ones from the file, bare ones only if new
     named = (
@@ -716,9 +734,17 @@ def import_triples(
         duplicates=rows - relations_new,
         relation_types=len(types),
         phrases=len(phrases),
+        phrases_unmatched=unmatched,
         seconds=time.perf_counter() - started,
         entity_rows=len(entity_info),
     )
+
+
+def _check_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a directory; name the files in it")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
 
 
 def _check(check: Any, value: str, path: Path, number: int, field_name: str) -> None:
@@ -764,92 +790,3 @@ def _unescape(delimiter: str | None) -> str | None:
     if not delimiter or "\n" in delimiter or "\r" in delimiter:
         raise ValueError(f"delimiter {delimiter!r} cannot split rows")
     return delimiter
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def _parse_columns(text: str | None) -> tuple[str | int, ...] | None:
-    if text is None:
-        return None
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 3 or not all(parts):
-        raise ValueError(f"--columns takes three comma-separated names or positions, got {text!r}")
-    return tuple(int(p) if p.isdigit() else p for p in parts)
-
-
-def main(argv: list[str]) -> int:
-    """`kag import triples FILE... [--entities F] [--relations F] [--format F] [--delimiter D] ...`"""
-    from kag.cli import add_graph_argument
-
-    parser = argparse.ArgumentParser(
-        prog="kag import triples",
-        description="Import triple files (all or nothing) into the graph.",
-    )
-    parser.add_argument(
-        "files", nargs="+", metavar="FILE", help="triple files (tsv, csv, jsonl, parquet)"
-    )
-    add_graph_argument(parser)
-    parser.add_argument(
-        "--entities", metavar="FILE", help="entity file: id, name, type, description"
-    )
-    parser.add_argument(
-        "--entities-delimiter",
-        metavar="D",
-        help="delimiter of the entity file (default: tab, or sniffed)",
-    )
-    parser.add_argument(
-        "--relations", metavar="FILE", help="relation file: name, natural-language phrase"
-    )
-    parser.add_argument(
-        "--format", choices=FORMATS, help="triple file format (default: by extension)"
-    )
-    parser.add_argument("--delimiter", metavar="D", help="field delimiter, e.g. '|' or '\\t'")
-    parser.add_argument(
-        "--columns",
-        metavar="S,R,O",
-        help="subject,relation,object columns: names or 0-based positions",
-    )
-    parser.add_argument(
-        "--header", action="store_true", help="the first row of delimited files names the columns"
-    )
-    parser.add_argument("--domain", default="", help="domain given to new entities")
-    parser.add_argument(
-        "--all-entities", action="store_true", help="also import entity-file rows no triple uses"
-    )
-    parser.add_argument(
-        "--batch-size", type=int, default=50_000, help="records per write batch (default 50000)"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    args = parser.parse_args(argv)
-    import kag
-
-    with kag.open(args.graph) as graph:
-        report = import_triples(
-            graph,
-            args.files,
-            format=args.format,
-            delimiter=args.delimiter,
-            columns=_parse_columns(args.columns),
-            header=args.header,
-            domain=args.domain,
-            entities_file=args.entities,
-            entities_delimiter=args.entities_delimiter,
-            relations_file=args.relations,
-            all_entities=args.all_entities,
-            batch_size=args.batch_size,
-            progress=not args.no_progress and sys.stderr.isatty(),
-        )
-        url = graph.url
-    if args.json:
-        print(json.dumps({"graph": url, **report.to_dict()}))
-        return 0
-    print(
-        f"imported {report.rows:,} rows from {len(report.files)} file(s) into {url}: "
-        f"{report.entities_new:,} new entities, {report.relations_new:,} new relations "
-        f"({report.duplicates:,} duplicates), {report.relation_types:,} relation types"
-        + (f", {report.phrases:,} phrases" if report.phrases else "")
-        + f" in {report.seconds:.1f} s ({report.relations_per_s:,.0f} rows/s)"
-    )
-    return 0

@@ -22,15 +22,13 @@ questions: `"the city where {x} was born"`.
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from kag.schema import Entity, Relation
 
-__all__ = ["RELATION_PHRASES", "WorldConfig", "generate_world", "main"]
+__all__ = ["MIN_SIZE", "RELATION_PHRASES", "WorldConfig", "generate_world", "write_world"]
 
 MIN_SIZE = 50
 
@@ -463,9 +461,6 @@ def _roman(n: int) -> str:
     return out
 
 
-# --------------------------------------------------------------------------- CLI
-
-
 def write_world(
     target: object,
     entities: Sequence[Entity],
@@ -487,44 +482,3 @@ def write_world(
 
     store.write_many(batches())
     store.set_relation_phrases(phrases)
-
-
-def main(argv: list[str]) -> int:
-    """`kag generate world --seed S --size N [--graph URL] [--json]`."""
-    from kag.cli import UserError, add_graph_argument
-
-    parser = argparse.ArgumentParser(
-        prog="kag generate world", description="Generate a reproducible fictional knowledge graph."
-    )
-    add_graph_argument(parser)
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument(
-        "--size", type=int, default=1000, help=f"number of entities (>= {MIN_SIZE}, default 1000)"
-    )
-    parser.add_argument("--json", action="store_true", help="print a summary as one JSON object")
-    args = parser.parse_args(argv)
-    if args.size < MIN_SIZE:
-        raise UserError(f"--size must be at least {MIN_SIZE}, got {args.size}")
-    import kag
-
-    entities, relations, phrases = generate_world(seed=args.seed, size=args.size)
-    with kag.open(args.graph) as graph:
-        write_world(graph, entities, relations, phrases)
-        url = graph.url
-    summary = {
-        "graph": url,
-        "seed": args.seed,
-        "entities": len(entities),
-        "relations": len(relations),
-        "relation_types": len({r.type for r in relations}),
-        "domains": sorted({e.domain for e in entities}),
-    }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(
-            f"generated a world (seed {args.seed}) into {url}: {summary['entities']:,} entities, "
-            f"{summary['relations']:,} relations of {summary['relation_types']} types "
-            f"in domains {', '.join(summary['domains'])}"
-        )
-    return 0

@@ -3,8 +3,9 @@
 | name                | module                 | what it is                                        |
 |---------------------|------------------------|---------------------------------------------------|
 | `run`               | `selfplay.runner`      | run or resume a self-play run on a graph          |
-| `SelfPlayConfig`    | `selfplay.runner`      | the run's settings (solver, proposer, curriculum) |
+| `SelfPlayConfig`    | `selfplay.config`      | the run's settings (solver, proposer, curriculum) |
 | `RunSummary`        | `selfplay.runner`      | what a run did                                    |
+| `RolloutSource`     | `selfplay.generation`  | solve, score and write back rollouts of a Run     |
 | `Proposer`          | `selfplay.proposer`    | walks -> tasks                                    |
 | `Solver`            | `selfplay.solver`      | the multi-turn loop over a `Policy`               |
 | `OraclePolicy`      | `selfplay.oracle`      | gold trajectories along the hidden path           |
@@ -26,6 +27,7 @@ __all__ = [
     "SelfPlayConfig",
     "CurriculumConfig",
     "RunSummary",
+    "RolloutSource",
     "Proposer",
     "ProposerConfig",
     "Solver",
@@ -37,8 +39,9 @@ __all__ = [
 
 _HOMES = {
     "run": "selfplay.runner",
-    "SelfPlayConfig": "selfplay.runner",
-    "CurriculumConfig": "selfplay.runner",
+    "SelfPlayConfig": "selfplay.config",
+    "CurriculumConfig": "selfplay.config",
+    "RolloutSource": "selfplay.generation",
     "RunSummary": "selfplay.runner",
     "Proposer": "selfplay.proposer",
     "ProposerConfig": "selfplay.proposer",

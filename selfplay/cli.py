@@ -9,7 +9,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import sys
+from collections.abc import Iterator
 
 from kag.cli import add_graph_argument
 from selfplay.tooldefs import import_tools
@@ -85,6 +89,24 @@ def _hops_range(text: str) -> tuple[int, int]:
     return a, b
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout (file descriptor 1) to stderr, child processes included.
+
+    vLLM logs to stdout, from this process and from the engine processes it spawns: redirecting
+    the descriptor (not just `sys.stdout`) keeps stdout for the command's own output.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def main(argv: list[str]) -> int:
     """`kag selfplay run --engine vllm|openai|oracle [--model DIR] [--base-url URL] [--tasks N]
     [--samples K] [--hops 2-4] [--run-id ID] [--seed S] [--workers N] [--graph URL]`."""
@@ -117,6 +139,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-new-tokens", type=int, default=256, help="new tokens per turn")
     p.add_argument("--max-context-tokens", type=int, default=4096)
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument(
+        "--dtype",
+        default=None,
+        help="weights dtype of the vllm engine (default: the dtype the model was saved in)",
+    )
     p.add_argument("--no-coverage", action="store_true", help="sample start entities uniformly")
     p.add_argument(
         "--python-tool", action="store_true", help="also offer the sandboxed python tool"
@@ -126,7 +153,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from kag.cli import UserError
-    from selfplay.runner import CurriculumConfig, SelfPlayConfig, run
+    from selfplay.config import CurriculumConfig, SelfPlayConfig
+    from selfplay.runner import run
     from selfplay.solver import SolverConfig
 
     if args.engine == "vllm" and not args.model:
@@ -141,6 +169,7 @@ def main(argv: list[str]) -> int:
         engine=args.engine,
         model=args.model,
         base_url=args.base_url,
+        dtype=args.dtype,
         tasks_per_round=args.tasks_per_round,
         coverage=not args.no_coverage,
         workers=args.workers,
@@ -157,7 +186,11 @@ def main(argv: list[str]) -> int:
             min_hops=args.hops[0], max_hops=args.hops[1], promote_at=args.promote_at
         ),
     )
-    summary = run(args.graph, config=config)
+    try:
+        with _stdout_to_stderr():
+            summary = run(args.graph, config=config)
+    except ConnectionError as err:  # the server at --base-url: not running, or a wrong URL
+        raise UserError(str(err)) from None
     if args.json:
         print(json.dumps(summary.to_dict(), sort_keys=True))
     else:

@@ -20,6 +20,8 @@ from typing import Any
 
 from kag.schema import Task
 from kag.stores.base import GraphStore
+from selfplay.config import SelfPlayConfig
+from selfplay.generation import RolloutSource, build_policy, build_tools
 from selfplay.writeback import ScoredRollout
 
 __all__ = ["WorkerPool", "absolute_graph_url"]
@@ -42,31 +44,25 @@ def absolute_graph_url(url: str) -> str:
 
 
 class _Worker:
-    """One generator: a solver with its own policy and tools, returning scored rollouts."""
+    """One generator: a `RolloutSource` with its own policy and tools, returning scored rollouts."""
 
-    def __init__(self, graph_url: str, config: Any, run_id: str) -> None:
+    def __init__(self, graph_url: str, config: SelfPlayConfig, run_id: str) -> None:
         from kag.stores import open_store
-        from selfplay.runner import _build_policy
-        from selfplay.scoring import Scorer
-        from selfplay.solver import Solver
-        from selfplay.tools import ToolRegistry
 
         self.store = open_store(graph_url)
-        sandbox: Any = None
-        if config.python_tool:
-            from selfplay.sandbox import SandboxConfig
-
-            sandbox = SandboxConfig()
-        tools = ToolRegistry.default(self.store, sandbox=sandbox)
-        self.policy, self._close = _build_policy(config, None)
-        self.solver = Solver(self.policy, tools, config=config.solver)
-        self.scorer = Scorer(tools)
-        self.run_id = run_id
+        policy, self._close = build_policy(config)
+        self.source = RolloutSource(
+            self.store,
+            policy,
+            tools=build_tools(self.store, config),
+            run_id=run_id,
+            solver=config.solver,
+        )
 
     def solve(self, work: list[tuple[Task, int]]) -> list[ScoredRollout]:
-        rollouts = [self.solver.start(t, run_id=self.run_id, sample=k) for t, k in work]
-        self.solver.run(rollouts)
-        return self.scorer.score(rollouts)
+        scored: list[ScoredRollout] = []
+        self.source.solve(work, on_scored=scored.extend)
+        return scored
 
     def close(self) -> None:
         self._close()
@@ -79,7 +75,7 @@ class WorkerPool:
     >>> pool = WorkerPool(store, config, run_id="r1"); pool.solve(work, on_scored=print); pool.close()  # doctest: +SKIP
     """
 
-    def __init__(self, store: GraphStore, config: Any, *, run_id: str) -> None:
+    def __init__(self, store: GraphStore, config: SelfPlayConfig, *, run_id: str) -> None:
         try:
             import ray
         except ImportError:  # pragma: no cover - ray is in the `scale` extra

@@ -15,7 +15,7 @@ rejected; walks whose signature is already a task (in this batch or in the graph
 
 >>> proposer = Proposer(graph, config=ProposerConfig(verifiers=("answer_match@1",)))  # doctest: +SKIP
 >>> proposer.propose(8, hops=2, seed=0).tasks[0].question  # doctest: +SKIP
-'What is the place where the city where Ada Lovelace was born is located?'
+'What is the place where the city where "Ada Lovelace" was born is located?'
 """
 
 from __future__ import annotations
@@ -69,17 +69,19 @@ def render_question(start_name: str, phrases: Sequence[str]) -> str:
     """The task question of a walk from its start entity's name and its relation phrases.
 
     Phrases with `{x}` for the subject (`"the city where {x} was born"`) nest; any other phrase
-    makes a chain of relations to follow.
+    makes a chain of relations to follow. The start entity's name is always quoted, as it is in the
+    tool calls and observations that name it, so the agent copies it verbatim (and a name such as
+    "A Broken Shadow" never reads as part of the sentence).
 
     >>> render_question("Ada", ["the city where {x} was born", "the country {x} is in"])
-    'What is the country the city where Ada was born is in?'
+    'What is the country the city where "Ada" was born is in?'
     >>> render_question("Ada", ["born in", "located in"])
     'Start from "Ada" and follow "born in", then "located in". Which entities do you reach?'
     """
     if not phrases:
         raise ValueError("a question needs at least one relation phrase")
     if all("{x}" in p for p in phrases):
-        text = start_name
+        text = f'"{start_name}"'
         for phrase in phrases:
             text = phrase.replace("{x}", text)
         return f"What is {text}?"

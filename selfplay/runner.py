@@ -23,128 +23,25 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import json
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from kag.coverage import Coverage, coverage_counts
 from kag.schema import Run, Task, Trajectory
-from kag.stores.base import GraphStore
-from selfplay.proposer import Proposer, ProposerConfig
-from selfplay.rollout import Rollout, trajectory_id
+from kag.stores.base import GraphBatch, GraphStore
+from selfplay.config import SelfPlayConfig, next_hops
+from selfplay.generation import RolloutSource, build_policy, build_tools
+from selfplay.proposer import Proposer
+from selfplay.rollout import trajectory_id
 from selfplay.scoring import Scorer
-from selfplay.solver import Solver, SolverConfig
+from selfplay.solver import Policy
 from selfplay.writeback import ScoredRollout, write_rollouts, write_tasks
 
-__all__ = [
-    "CurriculumConfig",
-    "SelfPlayConfig",
-    "RunSummary",
-    "run",
-    "next_hops",
-    "run_tasks",
-]
-
-EngineKind = Literal["oracle", "vllm", "openai"]
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CurriculumConfig:
-    """Move to longer walks as the policy masters shorter ones (scaling the horizon).
-
-    The run starts at `min_hops`; once `min_trajectories` trajectories of the current hop count
-    have been verified and at least `promote_at` of them were accepted, new tasks get one more
-    hop, up to `max_hops`. With `min_hops == max_hops` the hop count is fixed.
-    """
-
-    min_hops: int = 2
-    max_hops: int = 2
-    promote_at: float = 0.6
-    min_trajectories: int = 8
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min_hops <= self.max_hops:
-            raise ValueError(
-                f"hops must satisfy 1 <= min_hops <= max_hops, got {self.min_hops}-{self.max_hops}"
-            )
-        if not 0.0 <= self.promote_at <= 1.0:
-            raise ValueError(f"promote_at must be in [0, 1], got {self.promote_at}")
-        if self.min_trajectories < 1:
-            raise ValueError(f"min_trajectories must be >= 1, got {self.min_trajectories}")
-
-
-def next_hops(curriculum: CurriculumConfig, by_hops: dict[int, tuple[int, int]]) -> int:
-    """The hop count for new tasks, given `{hops: (trajectories, accepted)}` so far.
-
-    >>> c = CurriculumConfig(min_hops=2, max_hops=4, promote_at=0.5, min_trajectories=4)
-    >>> next_hops(c, {}), next_hops(c, {2: (4, 3)}), next_hops(c, {2: (4, 3), 3: (4, 1)})
-    (2, 3, 3)
-    """
-    hops = curriculum.min_hops
-    while hops < curriculum.max_hops:
-        n, accepted = by_hops.get(hops, (0, 0))
-        if n < curriculum.min_trajectories or accepted / n < curriculum.promote_at:
-            break
-        hops += 1
-    return hops
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SelfPlayConfig:
-    """One self-play run. Stored on the Run node; a resumed run must give the same work fields."""
-
-    #: the run's id; None makes one from the time and seed. Reuse it to resume a run
-    run_id: str | None = None
-    #: tasks the run proposes (and solves) in all
-    tasks: int = 16
-    #: trajectories per task
-    samples: int = 1
-    #: seed of walk sampling and of the policy's sampling
-    seed: int = 0
-    #: "oracle" (gold policy), "vllm" (in-process engine on `model`), "openai" (server at
-    #: `base_url` serving `model`); ignored when `run(..., engine=)` is given
-    engine: EngineKind = "oracle"
-    #: model directory (vllm) or served model name (openai)
-    model: str | None = None
-    base_url: str | None = None
-    #: tasks proposed per round (the curriculum and coverage update between rounds)
-    tasks_per_round: int = 32
-    #: steer sampling to the least-covered start entities and relation types
-    coverage: bool = True
-    #: Ray workers that generate trajectories (0: in this process); the driver writes
-    workers: int = 0
-    #: offer the sandboxed `python` tool besides the graph tools
-    python_tool: bool = False
-    #: show a progress bar on stderr
-    progress: bool = True
-    solver: SolverConfig = field(default_factory=SolverConfig)
-    proposer: ProposerConfig = field(default_factory=ProposerConfig)
-    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
-
-    def __post_init__(self) -> None:
-        if self.tasks < 0 or self.samples < 1 or self.tasks_per_round < 1 or self.workers < 0:
-            raise ValueError(
-                "need tasks >= 0, samples >= 1, tasks_per_round >= 1 and workers >= 0, got "
-                f"{self.tasks}, {self.samples}, {self.tasks_per_round}, {self.workers}"
-            )
-        if self.engine not in ("oracle", "vllm", "openai"):
-            raise ValueError(f"engine must be oracle, vllm or openai, got {self.engine!r}")
-        if self.engine == "vllm" and not self.model:
-            raise ValueError("engine 'vllm' needs model= (a model directory)")
-        if self.engine == "openai" and not (self.base_url and self.model):
-            raise ValueError("engine 'openai' needs base_url= and model=")
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self), default=list))
-
-    def work_fields(self) -> dict[str, Any]:
-        """What decides the run's tasks and trajectories (must match when resuming)."""
-        d = self.to_dict()
-        return {k: d[k] for k in ("tasks", "samples", "seed", "proposer", "curriculum")}
+__all__ = ["RunSummary", "run", "run_tasks"]
 
 
 @dataclass(slots=True)
@@ -297,39 +194,6 @@ class _Tally:
         }
 
 
-def _build_policy(config: SelfPlayConfig, engine: Any) -> tuple[Any, Callable[[], None]]:
-    """The policy of a run and a function that releases what it started."""
-    from selfplay.oracle import OraclePolicy
-    from selfplay.solver import EnginePolicy
-
-    cfg = config.solver
-    if engine is not None:
-        return EnginePolicy(engine, temperature=cfg.temperature, top_p=cfg.top_p), lambda: None
-    if config.engine == "oracle":
-        return OraclePolicy(max_calls_per_turn=cfg.max_calls_per_turn), lambda: None
-    if config.engine == "vllm":
-        from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
-
-        built: Any = VLLMEngine(
-            config.model,  # type: ignore[arg-type]
-            config=VLLMEngineConfig(
-                max_model_len=max(cfg.max_context_tokens, 256),
-                # vLLM's CPU sampler crashes on a seeded request whose prefill is split across
-                # steps (its CPU generator has no offset to rewind): prefill prompts whole
-                engine_kwargs={
-                    "enable_chunked_prefill": False,
-                    "max_num_batched_tokens": max(cfg.max_context_tokens, 16384),
-                },
-            ),
-        )
-    else:
-        from selfplay.engines.openai import OpenAIEngine
-
-        built = OpenAIEngine(config.base_url, config.model)  # type: ignore[arg-type]
-    policy = EnginePolicy(built, temperature=cfg.temperature, top_p=cfg.top_p)
-    return policy, built.close
-
-
 def run(
     graph: Any,
     *,
@@ -337,7 +201,8 @@ def run(
     engine: Any = None,
     policy: Any = None,
 ) -> RunSummary:
-    """Run (or resume) self-play on `graph` (a URL, a `KnowledgeActionGraph` or a store).
+    """Run (or resume) self-play on `graph` (a URL, a `KnowledgeActionGraph` or a store; None
+    opens the default graph, `$KAG_GRAPH` or `sqlite:///kag.db`).
 
     `engine` (any `selfplay.engines` engine) overrides `config.engine`; `policy` (any `Policy`,
     e.g. an `OraclePolicy` with options) overrides both.
@@ -345,7 +210,7 @@ def run(
     import kag
 
     opened = None
-    if isinstance(graph, str):
+    if graph is None or isinstance(graph, str):
         opened = graph = kag.open(graph)
     store: GraphStore = getattr(graph, "store", graph)
     if config.workers > 0 and (engine is not None or policy is not None):
@@ -356,111 +221,147 @@ def run(
     close_policy: Callable[[], None] = lambda: None  # noqa: E731
     try:
         if policy is None:
-            policy, close_policy = _build_policy(config, engine)
-        return _Run(store, config, policy).execute()
+            policy, close_policy = build_policy(config, engine)
+        return _SelfPlay(store, config, policy).execute()
     finally:
         close_policy()
         if opened is not None:
             opened.close()
 
 
-class _Run:
-    def __init__(self, store: GraphStore, config: SelfPlayConfig, policy: Any) -> None:
-        from selfplay.tools import ToolRegistry
+class _RunState:
+    """A run's record and counters: loaded (and checked) when it resumes, rebuilt as it goes."""
 
-        self.store = store
+    def __init__(self, config: SelfPlayConfig, *, run_id: str, policy_name: str) -> None:
         self.config = config
-        self.policy = policy
-        self.run_id = config.run_id or _default_run_id(config.seed)
-        sandbox: Any = None
-        if config.python_tool:
-            from selfplay.sandbox import SandboxConfig
-
-            sandbox = SandboxConfig()
-        self.tools = ToolRegistry.default(store, sandbox=sandbox)
-        self.scorer = Scorer(self.tools)
+        self.run_id = run_id
+        self.policy_name = policy_name
         self.tally = _Tally()
         self.tasks: list[Task] = []
         self.dropped: Counter = Counter()
-        self.written = 0
-        self.tokens_this_call = 0
-        self.solve_s = 0.0
         self.resumed = False
-        self.bar: Any = None
-        self.pool: Any = None
+        self.resumes = 0
+        self.started_at = _now()
 
-    # ------------------------------------------------------------------ state
+    def load(self, store: GraphStore) -> None:
+        """Take over the stored run of this id, if any; a ValueError if its settings differ."""
+        existing = store.get_nodes("Run", [self.run_id])
+        if not existing:
+            return
+        old: Run = existing[0]  # type: ignore[assignment]
+        if old.kind != "selfplay":
+            raise ValueError(f"run {self.run_id!r} exists and is a {old.kind!r} run")
+        mine = self.config.work_fields()
+        stored = {k: old.config.get(k) for k in mine}
+        diff = sorted(k for k in mine if stored.get(k) != mine[k])
+        if diff:
+            raise ValueError(
+                f"run {self.run_id!r} exists with different settings for {', '.join(diff)} "
+                f"(stored: {', '.join(f'{k}={stored.get(k)!r}' for k in diff)}); resume it "
+                "with the same settings or pick a new --run-id"
+            )
+        self.resumed = True
+        self.tasks = run_tasks(store, self.run_id)
+        hops_of = {t.id: t.hops for t in self.tasks}
+        for batch in store.iter_nodes("Trajectory", where={"run_id": self.run_id}):
+            for t in batch:
+                self.tally.add_trajectory(t, hops_of.get(t.task_id, 0))  # type: ignore[arg-type]
+        self.started_at = old.started_at or self.started_at
+        self.resumes = int(old.counters.get("resumes", 0)) + 1
 
-    def _load(self) -> Run:
-        cfg = self.config
-        existing = self.store.get_nodes("Run", [self.run_id])
-        now = _now()
-        if existing:
-            old: Run = existing[0]  # type: ignore[assignment]
-            if old.kind != "selfplay":
-                raise ValueError(f"run {self.run_id!r} exists and is a {old.kind!r} run")
-            stored = {
-                k: old.config.get(k) for k in ("tasks", "samples", "seed", "proposer", "curriculum")
-            }
-            mine = cfg.work_fields()
-            diff = sorted(k for k in mine if stored.get(k) != mine[k])
-            if diff:
-                raise ValueError(
-                    f"run {self.run_id!r} exists with different settings for {', '.join(diff)} "
-                    f"(stored: {', '.join(f'{k}={stored.get(k)!r}' for k in diff)}); resume it "
-                    "with the same settings or pick a new --run-id"
-                )
-            self.resumed = True
-            self.tasks = run_tasks(self.store, self.run_id)
-            hops_of = {t.id: t.hops for t in self.tasks}
-            for batch in self.store.iter_nodes("Trajectory", where={"run_id": self.run_id}):
-                for t in batch:
-                    self.tally.add_trajectory(t, hops_of.get(t.task_id, 0))  # type: ignore[arg-type]
-            started = old.started_at or now
-            resumes = int(old.counters.get("resumes", 0)) + 1
-        else:
-            started, resumes = now, 0
-        self.resumes = resumes
-        self.started_at = started
-        return self._run_record("running")
+    def by_hops(self) -> dict[int, tuple[int, int]]:
+        return {h: (v[0], v[1]) for h, v in self.tally.by_hops.items()}
 
-    def _run_record(self, status: str, *, finished: bool = False) -> Run:
-        hops = next_hops(self.config.curriculum, self._by_hops())
-        counters = {**self.tally.counters(len(self.tasks), hops), "resumes": self.resumes}
+    def next_hops(self) -> int:
+        return next_hops(self.config.curriculum, self.by_hops())
+
+    def record(self, status: str, *, finished: bool = False) -> Run:
+        """The Run node as it stands, with the counters of every trajectory so far."""
+        counters = {
+            **self.tally.counters(len(self.tasks), self.next_hops()),
+            "resumes": self.resumes,
+        }
         counters["dropped"] = dict(self.dropped)
         return Run(
             id=self.run_id,
             kind="selfplay",
-            config={**self.config.to_dict(), "run_id": self.run_id, "policy": self.policy.name},
+            config={**self.config.to_dict(), "run_id": self.run_id, "policy": self.policy_name},
             started_at=self.started_at,
             finished_at=_now() if finished else None,
             status=status,
             counters=counters,
         )
 
-    def _by_hops(self) -> dict[int, tuple[int, int]]:
-        return {h: (v[0], v[1]) for h, v in self.tally.by_hops.items()}
 
-    # ------------------------------------------------------------------ the run
+class _Progress:
+    """The progress bar on stderr: trajectories written, accept rate, tokens per second."""
+
+    def __init__(self, *, total: int, initial: int, run_id: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=total,
+            initial=min(initial, total),
+            unit="traj",
+            desc=f"selfplay {run_id}",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        # the rate's own clock: tqdm's start_t is wall-clock time.time(), not perf_counter()
+        self.t0 = time.perf_counter()
+
+    def update(self, n: int, *, tally: _Tally, tokens: int) -> None:
+        self.bar.update(n)
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        rate = tally.accepted / max(tally.trajectories, 1)
+        self.bar.set_postfix(accept=f"{rate:.0%}", tok_s=f"{tokens / elapsed:.0f}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _SelfPlay:
+    """One call of `run`: finish what a resumed run lacks, then propose and solve round by round."""
+
+    def __init__(self, store: GraphStore, config: SelfPlayConfig, policy: Policy) -> None:
+        self.store = store
+        self.config = config
+        run_id = config.run_id or _default_run_id(config.seed)
+        self.state = _RunState(config, run_id=run_id, policy_name=policy.name)
+        self.tools = build_tools(store, config)
+        self.scorer = Scorer(self.tools)
+        self.source: Any = None
+        if config.workers == 0:
+            self.source = RolloutSource(
+                store,
+                policy,
+                tools=self.tools,
+                run_id=run_id,
+                solver=config.solver,
+                scorer=self.scorer,
+            )
+        self.progress: _Progress | None = None
+        self.written = 0
+        self.tokens_this_call = 0
+        self.solve_s = 0.0
+
+    @property
+    def run_id(self) -> str:
+        return self.state.run_id
 
     def execute(self) -> RunSummary:
         t0 = time.perf_counter()
         self.tools.persist(self.store)
         self.scorer.persist(self.store)
-        self.store.write(_batch_of(self._load()))
-        total = self.config.tasks * self.config.samples
+        self.state.load(self.store)
+        self.store.write(_batch_of(self.state.record("running")))
         status = "failed"
         try:
             if self.config.progress:
-                from tqdm import tqdm
-
-                self.bar = tqdm(
-                    total=total,
-                    initial=min(self.tally.trajectories, total),
-                    unit="traj",
-                    desc=f"selfplay {self.run_id}",
-                    file=sys.stderr,
-                    dynamic_ncols=True,
+                self.progress = _Progress(
+                    total=self.config.tasks * self.config.samples,
+                    initial=self.state.tally.trajectories,
+                    run_id=self.run_id,
                 )
             self._finish_pending()
             self._propose_and_solve()
@@ -469,12 +370,12 @@ class _Run:
             status = "interrupted"
             raise
         finally:
-            if self.bar is not None:
-                self.bar.close()
-            if self.pool is not None:
-                self.pool.close()
+            if self.progress is not None:
+                self.progress.close()
+            if self.source is not None and self.config.workers > 0:
+                self.source.close()
             try:
-                self.store.write(_batch_of(self._run_record(status, finished=True)))
+                self.store.write(_batch_of(self.state.record(status, finished=True)))
             except Exception:  # the original error matters more than a failed status write
                 if status == "completed":
                     raise
@@ -486,7 +387,7 @@ class _Run:
             done.update(t.id for t in batch)
         pending = [
             (task, k)
-            for task in self.tasks
+            for task in self.state.tasks
             for k in range(self.config.samples)
             if trajectory_id(self.run_id, task.id, k) not in done
         ]
@@ -494,78 +395,63 @@ class _Run:
             self._solve(pending)
 
     def _propose_and_solve(self) -> None:
-        cfg = self.config
+        cfg, state = self.config, self.state
         proposer: Proposer | None = None
         attempt = 0
-        while len(self.tasks) < cfg.tasks:
+        while len(state.tasks) < cfg.tasks:
             if proposer is None:
                 verifiers = tuple(self.scorer.verifier_ids)
                 pcfg = dataclasses.replace(cfg.proposer, verifiers=verifiers)
                 proposer = Proposer(self.store, config=pcfg)
-            hops = next_hops(cfg.curriculum, self._by_hops())
-            n = min(cfg.tasks_per_round, cfg.tasks - len(self.tasks))
+            hops = state.next_hops()
+            n = min(cfg.tasks_per_round, cfg.tasks - len(state.tasks))
             coverage: Coverage | None = coverage_counts(self.store) if cfg.coverage else None
             proposal = proposer.propose(
                 n,
                 hops=hops,
-                seed=_round_seed(cfg.seed, len(self.tasks), attempt),
+                seed=_round_seed(cfg.seed, len(state.tasks), attempt),
                 coverage=coverage,
             )
-            self.dropped.update(proposal.dropped)
+            state.dropped.update(proposal.dropped)
             if not proposal.tasks:
                 attempt += 1
                 if attempt >= 3:
                     print(
                         f"selfplay {self.run_id}: the graph yields no new {hops}-hop tasks "
-                        f"({dict(proposal.dropped)}); stopping at {len(self.tasks)} tasks",
+                        f"({dict(proposal.dropped)}); stopping at {len(state.tasks)} tasks",
                         file=sys.stderr,
                     )
                     return
                 continue
             attempt = 0
             write_tasks(self.store, proposal.tasks, run_id=self.run_id)
-            self.tasks.extend(proposal.tasks)
+            state.tasks.extend(proposal.tasks)
             self._solve([(t, k) for t in proposal.tasks for k in range(cfg.samples)])
-
-    # ------------------------------------------------------------------ solving
 
     def _solve(self, work: Sequence[tuple[Task, int]]) -> None:
         t0 = time.perf_counter()
-        if self.config.workers > 0:
-            if self.pool is None:
-                from selfplay.distributed import WorkerPool
+        if self.source is None:  # Ray workers, started on first use
+            from selfplay.distributed import WorkerPool
 
-                self.pool = WorkerPool(self.store, self.config, run_id=self.run_id)
-            self.pool.solve(work, on_scored=self._write)
-        else:
-            solver = Solver(self.policy, self.tools, config=self.config.solver)
-            rollouts = [solver.start(t, run_id=self.run_id, sample=k) for t, k in work]
-            solver.run(rollouts, on_finished=self._score_and_write)
+            self.source = WorkerPool(self.store, self.config, run_id=self.run_id)
+        self.source.solve(work, on_scored=self._write)
         self.solve_s += time.perf_counter() - t0
-
-    def _score_and_write(self, rollouts: list[Rollout]) -> None:
-        self._write(self.scorer.score(rollouts))
 
     def _write(self, scored: list[ScoredRollout]) -> None:
         for s in scored:
-            self.tally.add_scored(s)
+            self.state.tally.add_scored(s)
             self.tokens_this_call += s.rollout.n_generated
-        write_rollouts(self.store, scored, run=self._run_record("running"))
+        write_rollouts(self.store, scored, run=self.state.record("running"))
         self.written += len(scored)
-        if self.bar is not None:
-            self.bar.update(len(scored))
-            elapsed = max(time.perf_counter() - self.bar.start_t, 1e-9)
-            rate = self.tally.accepted / max(self.tally.trajectories, 1)
-            self.bar.set_postfix(
-                accept=f"{rate:.0%}", tok_s=f"{self.tokens_this_call / elapsed:.0f}", refresh=False
-            )
+        if self.progress is not None:
+            self.progress.update(len(scored), tally=self.state.tally, tokens=self.tokens_this_call)
 
     def _summary(self, status: str, wall_s: float) -> RunSummary:
-        t = self.tally
+        t = self.state.tally
         return RunSummary(
             run_id=self.run_id,
             status=status,
-            tasks=len(self.tasks),
+            tasks=len(self.state.tasks),
             trajectories=t.trajectories,
             accepted=t.accepted,
             rejected=t.trajectories - t.accepted,
@@ -578,13 +464,11 @@ class _Run:
             tool_errors=t.tool_errors,
             by_hops={h: list(v) for h, v in sorted(t.by_hops.items())},
             written_this_call=self.written,
-            resumed=self.resumed,
+            resumed=self.state.resumed,
             wall_s=wall_s,
-            dropped=dict(self.dropped),
+            dropped=dict(self.state.dropped),
         )
 
 
-def _batch_of(*records: Any) -> Any:
-    from kag.stores.base import GraphBatch
-
+def _batch_of(*records: Any) -> GraphBatch:
     return GraphBatch().extend(records)

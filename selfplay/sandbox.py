@@ -18,6 +18,8 @@ Output (stdout and stderr) is truncated to `max_output_chars`.
 >>> PythonSandbox().run("print(6 * 7)").stdout  # doctest: +SKIP
 '42\\n'
 
+`python_tool(config)` offers the sandbox to a model as the `python` tool.
+
 Audit hooks stop honest mistakes and the usual escapes of model-written code; they are not a
 security boundary against code written to break out. Run self-play on machines you can lose.
 """
@@ -34,8 +36,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["SandboxConfig", "SandboxResult", "PythonSandbox"]
+from kag.schema import Tool
+from selfplay.tools import FunctionTool, Observation, compact_json
+
+__all__ = ["SandboxConfig", "SandboxResult", "PythonSandbox", "python_tool"]
 
 
 # Runs in the child before the user's code: limits first, then the audit hook, then the code.
@@ -312,3 +318,43 @@ class PythonSandbox:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def python_tool(config: SandboxConfig | None = None) -> FunctionTool:
+    """The `python` tool: runs code in a fresh sandboxed process and returns its output as JSON.
+
+    >>> python_tool()("print(1 + 1)")  # doctest: +SKIP
+    Observation(content='{"stdout":"2\\n","stderr":"","exit_code":0}', ok=True, ...)
+    """
+    sandbox = PythonSandbox(config or SandboxConfig())
+    limits = sandbox.config
+
+    def python(code: str) -> Observation:
+        result = sandbox.run(code)
+        out: dict[str, Any] = {
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+            "exit_code": result.exit_code,
+        }
+        if result.error:
+            out["error"] = result.error
+        return Observation(content=compact_json(out), ok=result.ok, error=result.error)
+
+    description = (
+        "Run Python 3 code in a fresh sandbox and return its stdout and stderr; print what you "
+        f"need to see. Limits: {limits.timeout_s:g}s wall clock, {limits.cpu_s}s CPU, "
+        f"{limits.memory_mb} MiB memory, no network, files only in the working directory."
+    )
+    record = Tool.create(
+        name="python",
+        version="1",
+        description=description,
+        kind="sandbox",
+        parameters={
+            "type": "object",
+            "properties": {"code": {"type": "string", "description": "the Python source to run"}},
+            "required": ["code"],
+            "additionalProperties": False,
+        },
+    )
+    return FunctionTool(record, python)

@@ -14,7 +14,7 @@ A turn with neither a tool call nor an answer gets a reminder message and counts
 malformed tool call (bad JSON, no name, ...) becomes an error observation (a "tool" message) and is
 counted in `Rollout.n_malformed`; a call the registry rejects is counted in `n_tool_errors`.
 
->>> solver = Solver(EnginePolicy(engine), ToolRegistry.default(graph), config=SolverConfig())  # doctest: +SKIP
+>>> solver = Solver(EnginePolicy(engine), default_registry(graph), config=SolverConfig())  # doctest: +SKIP
 >>> rollouts = solver.solve(tasks, samples=4, run_id="r1")  # doctest: +SKIP
 """
 
@@ -345,7 +345,7 @@ class Solver:
             for request, action in zip(requests, actions, strict=True):
                 r = request.rollout
                 new_tokens += action.n_tokens
-                if self._advance(r, action, final=request.final):
+                if self.apply(r, action, final=request.final):
                     ended.append(r)
                 elif r.n_turns >= cfg.max_turns and r.id not in final:
                     final.add(r.id)
@@ -382,8 +382,13 @@ class Solver:
 
     # ------------------------------------------------------------------ one turn
 
-    def _advance(self, r: Rollout, action: Action, *, final: bool) -> bool:
-        """Apply one action to a rollout; True when the rollout has ended."""
+    def apply(self, r: Rollout, action: Action, *, final: bool = False) -> bool:
+        """Apply one policy action to a rollout (its message, tool calls, answer); True when the
+        rollout has ended. `run` calls it every turn; a caller that samples actions itself can too.
+
+        >>> solver.apply(rollout, Action(text="<answer>Paris</answer>"))  # doctest: +SKIP
+        True
+        """
         cfg = self.config
         r.n_turns += 1
         r.n_generated += action.n_tokens

@@ -30,7 +30,7 @@ import jsonschema.exceptions
 
 from kag.schema import SchemaError, Tool
 from kag.stores.base import GraphBatch
-from selfplay.tools import schema_validator_class
+from selfplay.toolschema import schema_validator_class
 
 __all__ = [
     "ToolImportReport",

@@ -1,11 +1,13 @@
 """The action space of self-play: a registry of tools the model may call, persisted as Tool nodes.
 
-| piece                   | what it gives                                                         |
-|-------------------------|-----------------------------------------------------------------------|
-| `ToolRegistry`          | Tool records + callables; `call(name, arguments_json) -> Observation` |
-| `@tool`                 | a typed Python function -> a tool (schema from signature + docstring) |
-| `graph_tools(store)`    | `search_entities`, `get_relations`, `get_entity` bound to a graph     |
-| `python_tool(config)`   | `python`: code run in a `selfplay.sandbox` child process              |
+| piece          | what it gives                                                           |
+|----------------|-------------------------------------------------------------------------|
+| `ToolRegistry` | Tool records + callables; `call(name, arguments_json) -> Observation`   |
+| `@tool`        | a typed Python function -> a tool (schema by `selfplay.toolschema`)     |
+| `Observation`  | what a call gives back to the model                                     |
+
+The tools themselves live beside it: `selfplay.graph_tools` (the graph tools and the default
+registry of a run) and `selfplay.sandbox.python_tool`.
 
 `ToolRegistry.call` never raises for anything the model got wrong (unknown tool, arguments that are
 not JSON or break the schema, an exception inside the tool): it returns an error `Observation`
@@ -19,12 +21,7 @@ whose `content` is `{"error": "..."}`, so the run goes on and the model sees wha
 from __future__ import annotations
 
 import asyncio
-import enum
-import inspect
 import json
-import re
-import types
-import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,9 +29,9 @@ from typing import Any
 import jsonschema
 import jsonschema.exceptions
 
-from kag.schema import Entity, Tool
-from kag.stores.base import GraphBatch, GraphStore
-from selfplay.sandbox import PythonSandbox, SandboxConfig
+from kag.schema import Tool
+from kag.stores.base import GraphBatch
+from selfplay.toolschema import function_schema, schema_validator_class
 
 __all__ = [
     "Observation",
@@ -42,11 +39,7 @@ __all__ = [
     "FunctionTool",
     "ToolRegistry",
     "tool",
-    "function_schema",
-    "graph_tools",
-    "python_tool",
-    "entity_ids_in",
-    "schema_validator_class",
+    "compact_json",
 ]
 
 
@@ -67,181 +60,16 @@ class Observation:
     @classmethod
     def failure(cls, message: str) -> Observation:
         """An error observation: `Observation.failure("no entity 'x'").content == '{"error":"no entity \\'x\\'"}'`."""
-        return cls(content=_compact({"error": message}), ok=False, error=message)
+        return cls(content=compact_json({"error": message}), ok=False, error=message)
 
 
 class ToolError(Exception):
     """Raise inside a tool for an expected failure: the model sees only the message, no type name."""
 
 
-def _compact(value: Any) -> str:
+def compact_json(value: Any) -> str:
+    """JSON without spaces, as tools answer: `compact_json({"a": [1, 2]}) == '{"a":[1,2]}'`."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def schema_validator_class(schema: Mapping[str, Any]) -> Any:
-    """The jsonschema validator class for a tool's parameters: its `$schema`, else Draft 7.
-
-    Draft 7 is the dialect of OpenAI-style function schemas, and checking a schema against its
-    metaschema is about 4x faster than under Draft 2020-12 (it matters when importing BFCL).
-    """
-    if "$schema" in schema:
-        return jsonschema.validators.validator_for(schema)
-    return jsonschema.Draft7Validator
-
-
-# --------------------------------------------------------------------------- @tool
-
-
-_BASIC: dict[Any, dict[str, Any]] = {
-    str: {"type": "string"},
-    int: {"type": "integer"},
-    float: {"type": "number"},
-    bool: {"type": "boolean"},
-    type(None): {"type": "null"},
-    list: {"type": "array"},
-    tuple: {"type": "array"},
-    dict: {"type": "object"},
-    Any: {},
-}
-
-
-def _annotation_schema(annotation: Any, where: str) -> dict[str, Any]:
-    """JSON schema of a type annotation: `list[int]` -> `{"type": "array", "items": {"type": "integer"}}`."""
-    if annotation in _BASIC:
-        return dict(_BASIC[annotation])
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Annotated:
-        schema = _annotation_schema(args[0], where)
-        notes = [a for a in args[1:] if isinstance(a, str)]
-        if notes:
-            schema["description"] = " ".join(notes)
-        return schema
-    if origin is typing.Literal:
-        schema: dict[str, Any] = {"enum": list(args)}
-        kinds = {type(a) for a in args}
-        if len(kinds) == 1 and next(iter(kinds)) in _BASIC:
-            schema.update(_BASIC[next(iter(kinds))])
-        return schema
-    if origin in (typing.Union, types.UnionType):
-        options = [_annotation_schema(a, where) for a in args]
-        simple = [o.get("type") for o in options]
-        if all(isinstance(t, str) and len(o) == 1 for t, o in zip(simple, options, strict=True)):
-            return {"type": simple}
-        return {"anyOf": options}
-    if inspect.isclass(annotation) and issubclass(annotation, enum.Enum):
-        return {"enum": [m.value for m in annotation]}
-    if origin in (list, tuple, set, frozenset, Sequence, Iterable, typing.Sequence):
-        schema = {"type": "array"}
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            items = [_annotation_schema(a, where) for a in args]
-            # Draft 7 tuple form (`items` as a list), the dialect tool schemas are checked against
-            schema.update(items=items, minItems=len(items), maxItems=len(items))
-        elif args:
-            schema["items"] = _annotation_schema(args[0], where)
-        return schema
-    if origin in (dict, Mapping, typing.Mapping):
-        schema = {"type": "object"}
-        if len(args) == 2:
-            schema["additionalProperties"] = _annotation_schema(args[1], where)
-        return schema
-    raise ValueError(
-        f"{where}: type {annotation!r} has no JSON schema; use str, int, float, bool, list[...], "
-        "dict[str, ...], Literal[...], an Enum, Optional[...] or Any"
-    )
-
-
-_SECTION = re.compile(
-    r"^(Args|Arguments|Parameters|Params|Returns?|Yields?|Raises|Examples?|Notes?)\s*:\s*$"
-)
-_ARG_LINE = re.compile(r"^(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
-_SPHINX_PARAM = re.compile(r"^:param\s+(?:[^:]*\s)?(\w+)\s*:\s*(.*)$")
-
-
-def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
-    """Summary and per-argument descriptions of a Google- or Sphinx-style docstring.
-
-    >>> _parse_docstring("Add.\\n\\nArgs:\\n    a: first.\\n    b: second.")
-    ('Add.', {'a': 'first.', 'b': 'second.'})
-    """
-    lines = inspect.cleandoc(doc or "").splitlines()
-    summary: list[str] = []
-    params: dict[str, str] = {}
-    section: str | None = None
-    current: str | None = None
-    for raw in lines:
-        line = raw.strip()
-        header = _SECTION.match(line)
-        sphinx = _SPHINX_PARAM.match(line)
-        if header:
-            section, current = header.group(1).lower(), None
-        elif sphinx:
-            section, current = "args", sphinx.group(1)
-            params[current] = sphinx.group(2).strip()
-        elif line.startswith(":"):
-            section, current = "other", None
-        elif section is None:
-            if line or summary:
-                summary.append(line)
-        elif section in ("args", "arguments", "parameters", "params") and line:
-            match = _ARG_LINE.match(line)
-            if match and raw.startswith((" ", "\t")) and len(raw) - len(raw.lstrip()) <= 4:
-                current = match.group(1).lstrip("*")
-                params[current] = match.group(2).strip()
-            elif current:
-                params[current] = f"{params[current]} {line}".strip()
-    text = "\n".join(summary).strip()
-    return " ".join(text.split("\n\n")[0].split()), params
-
-
-def function_schema(
-    fn: Callable[..., Any], *, name: str | None = None
-) -> tuple[str, dict[str, Any]]:
-    """The description and JSON-schema `parameters` of a typed function.
-
-    >>> def add(a: int, b: int = 0) -> int:
-    ...     '''Add two numbers.
-    ...
-    ...     Args:
-    ...         a: the first number.
-    ...     '''
-    >>> function_schema(add)[1]["properties"]["a"]
-    {'type': 'integer', 'description': 'the first number.'}
-    """
-    where = f"tool {name or fn.__name__!r}"
-    description, notes = _parse_docstring(fn.__doc__)
-    try:
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception as err:
-        raise ValueError(f"{where}: cannot resolve its type annotations: {err}") from None
-    properties: dict[str, Any] = {}
-    required: list[str] = []
-    for param in inspect.signature(fn).parameters.values():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise ValueError(
-                f"{where}: *args/**kwargs parameter {param.name!r} cannot be described by a schema"
-            )
-        if param.kind is param.POSITIONAL_ONLY:
-            raise ValueError(
-                f"{where}: positional-only parameter {param.name!r}; tools are called by keyword"
-            )
-        if param.name not in hints:
-            raise ValueError(f"{where}: parameter {param.name!r} has no type annotation")
-        schema = _annotation_schema(hints[param.name], f"{where} parameter {param.name!r}")
-        if param.name in notes and "description" not in schema:
-            schema["description"] = notes[param.name]
-        if param.default is param.empty:
-            required.append(param.name)
-        elif param.default is None or isinstance(param.default, str | int | float | bool):
-            schema["default"] = param.default
-        properties[param.name] = schema
-    parameters: dict[str, Any] = {
-        "type": "object",
-        "properties": properties,
-        "additionalProperties": False,
-    }
-    if required:
-        parameters["required"] = required
-    return description, parameters
 
 
 class FunctionTool:
@@ -300,12 +128,6 @@ def tool(
     return wrap(fn) if fn is not None else wrap
 
 
-# --------------------------------------------------------------------------- registry
-
-
-_DEFAULT_SANDBOX = SandboxConfig()
-
-
 @dataclass(frozen=True, slots=True)
 class _Entry:
     tool: Tool
@@ -338,23 +160,9 @@ class ToolRegistry:
             self.register(item)
 
     @classmethod
-    def default(
-        cls,
-        store: Any,
-        *,
-        sandbox: SandboxConfig | None = _DEFAULT_SANDBOX,
-        max_observation_chars: int = 8000,
-    ) -> ToolRegistry:
-        """The graph tools bound to `store` plus, unless `sandbox=None`, the `python` tool."""
-        items: list[FunctionTool] = list(graph_tools(store))
-        if sandbox is not None:
-            items.append(python_tool(sandbox))
-        return cls(items, max_observation_chars=max_observation_chars)
-
-    @classmethod
     def from_store(cls, store: Any, *, ids: Sequence[str] | None = None) -> ToolRegistry:
         """A registry of the Tool nodes in a graph (all, or these ids), without callables."""
-        store = _as_store(store)
+        store = getattr(store, "store", store)
         if ids is not None:
             records = store.get_nodes("Tool", list(ids))
             missing = sorted(set(ids) - {r.id for r in records})
@@ -432,7 +240,7 @@ class ToolRegistry:
 
     def persist(self, store: Any) -> int:
         """Upsert every tool as a Tool node (idempotent); returns how many were written."""
-        store = _as_store(store)
+        store = getattr(store, "store", store)
         batch = GraphBatch().extend(e.tool for e in self._entries.values())
         store.write(batch)
         return len(batch)
@@ -508,7 +316,7 @@ class ToolRegistry:
         if isinstance(result, Observation):
             obs = result
         else:
-            obs = Observation(content=result if isinstance(result, str) else _compact(result))
+            obs = Observation(content=result if isinstance(result, str) else compact_json(result))
         if len(obs.content) > self.max_observation_chars:
             cut = len(obs.content) - self.max_observation_chars
             obs = Observation(
@@ -525,176 +333,3 @@ class ToolRegistry:
     ) -> Observation:
         """`call` in a worker thread, for event loops that keep many trajectories in flight."""
         return await asyncio.to_thread(self.call, name, arguments)
-
-
-# --------------------------------------------------------------------------- graph tools
-
-
-def _as_store(graph: Any) -> GraphStore:
-    """A `GraphStore` from a store or a `KnowledgeActionGraph` (which has `.store`)."""
-    return getattr(graph, "store", graph)
-
-
-def _entity_brief(e: Entity) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": e.id, "name": e.name}
-    if e.type:
-        out["type"] = e.type
-    return out
-
-
-def entity_ids_in(value: Any) -> list[str]:
-    """Ids named in a graph tool's JSON output or arguments: values of `id` and `*entity_id` keys.
-
-    >>> entity_ids_in({"entity": {"id": "a"}, "relations": [{"id": "b"}], "entity_id": "a"})
-    ['a', 'b']
-    """
-    found: dict[str, None] = {}
-
-    def visit(v: Any) -> None:
-        if isinstance(v, Mapping):
-            for k, x in v.items():
-                if isinstance(x, str) and (k == "id" or k.endswith("entity_id")):
-                    found.setdefault(x)
-                else:
-                    visit(x)
-        elif isinstance(v, list | tuple):
-            for x in v:
-                visit(x)
-
-    visit(value)
-    return list(found)
-
-
-def graph_tools(store: Any, *, max_results: int = 50) -> list[FunctionTool]:
-    """`search_entities`, `get_relations` and `get_entity` bound to a graph (store or `kag.open(...)`).
-
-    Outputs are compact JSON with entity ids, so a solver can chain hops:
-    `get_relations("e1")` -> `{"entity":{"id":"e1","name":"Ada"},"relations":[{"relation":"born_in",
-    "direction":"out","id":"e2","name":"London"}],"total":1}`.
-    """
-    store = _as_store(store)
-
-    def load(entity_id: str) -> Entity:
-        found = store.get_nodes("Entity", [entity_id])
-        if not found:
-            raise ToolError(f"no entity with id {entity_id!r}; use search_entities to find ids")
-        return found[0]  # type: ignore[return-value]
-
-    @tool
-    def search_entities(query: str, limit: int = 10) -> Observation:
-        """Find entities whose name contains the query (case-insensitive); exact matches first.
-
-        Args:
-            query: part of the entity's name.
-            limit: the most entities to return (1 to 50).
-        """
-        text = query.strip()
-        if not text:
-            raise ToolError("query must not be empty")
-        limit = max(1, min(limit, max_results))
-        seen: dict[str, Entity] = {}
-        for match in ("exact", "contains"):
-            for e in store.find_entities(name=text, match=match, limit=limit):
-                seen.setdefault(e.id, e)
-            if len(seen) >= limit:
-                break
-        results = [_entity_brief(e) for e in list(seen.values())[:limit]]
-        content = _compact({"query": text, "results": results})
-        return Observation(content=content, touched_entity_ids=[r["id"] for r in results])
-
-    @tool
-    def get_relations(
-        entity_id: str,
-        relation: str | None = None,
-        direction: typing.Literal["out", "in", "both"] = "out",
-    ) -> Observation:
-        """List the relations of an entity with the id and name of the entity at the other end.
-
-        Args:
-            entity_id: the id of the entity (from search_entities or an earlier result).
-            relation: only relations of this type; all types when omitted.
-            direction: "out" for relations from the entity, "in" for relations to it, or "both".
-        """
-        entity = load(entity_id)
-        rows = store.neighbors(
-            entity_id, relation=relation, direction=direction, limit=max_results + 1
-        )
-        relations = []
-        for rel, other in rows[:max_results]:
-            relations.append(
-                {
-                    "relation": rel.type,
-                    "direction": "out" if rel.source == entity_id else "in",
-                    **_entity_brief(other),
-                }
-            )
-        out: dict[str, Any] = {"entity": _entity_brief(entity), "relations": relations}
-        if len(rows) > max_results:
-            out["truncated"] = True
-            out["hint"] = "more relations exist; pass relation= to narrow the list"
-        touched = [entity_id, *(r["id"] for r in relations)]
-        return Observation(content=_compact(out), touched_entity_ids=list(dict.fromkeys(touched)))
-
-    @tool
-    def get_entity(entity_id: str) -> Observation:
-        """Get an entity's name, type, domain and description by its id.
-
-        Args:
-            entity_id: the id of the entity.
-        """
-        e = load(entity_id)
-        out = {
-            "id": e.id,
-            "name": e.name,
-            "type": e.type,
-            "domain": e.domain,
-            "description": e.description,
-        }
-        if e.props:
-            out["props"] = dict(e.props)
-        return Observation(content=_compact(out), touched_entity_ids=[e.id])
-
-    return [search_entities, get_relations, get_entity]
-
-
-# --------------------------------------------------------------------------- python tool
-
-
-def python_tool(config: SandboxConfig | None = None) -> FunctionTool:
-    """The `python` tool: runs code in a fresh sandboxed process and returns its output as JSON.
-
-    >>> python_tool()("print(1 + 1)")  # doctest: +SKIP
-    Observation(content='{"stdout":"2\\n","stderr":"","exit_code":0}', ok=True, ...)
-    """
-    sandbox = PythonSandbox(config or SandboxConfig())
-    limits = sandbox.config
-
-    def python(code: str) -> Observation:
-        result = sandbox.run(code)
-        out: dict[str, Any] = {
-            "stdout": result.stdout,
-            "stderr": result.stderr,
-            "exit_code": result.exit_code,
-        }
-        if result.error:
-            out["error"] = result.error
-        return Observation(content=_compact(out), ok=result.ok, error=result.error)
-
-    description = (
-        "Run Python 3 code in a fresh sandbox and return its stdout and stderr; print what you "
-        f"need to see. Limits: {limits.timeout_s:g}s wall clock, {limits.cpu_s}s CPU, "
-        f"{limits.memory_mb} MiB memory, no network, files only in the working directory."
-    )
-    record = Tool.create(
-        name="python",
-        version="1",
-        description=description,
-        kind="sandbox",
-        parameters={
-            "type": "object",
-            "properties": {"code": {"type": "string", "description": "the Python source to run"}},
-            "required": ["code"],
-            "additionalProperties": False,
-        },
-    )
-    return FunctionTool(record, python)

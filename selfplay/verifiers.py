@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 from kag.schema import Step, Task, Verification, Verifier
 from kag.stores.base import GraphBatch
+from selfplay.graph_tools import entity_ids_in
 from selfplay.parsing import extract_answer
 
 __all__ = [
@@ -145,8 +146,6 @@ def touched_entity_ids(trajectory: Any, context: VerifyContext | None = None) ->
     observations' ids), else recomputed from the messages: `*entity_id` arguments of each call
     and `id` values in the JSON of each tool result (what the graph tools return).
     """
-    from selfplay.tools import entity_ids_in
-
     if context is not None and context.touched_entity_ids is not None:
         return list(context.touched_entity_ids)
     recorded = getattr(trajectory, "touched_entity_ids", None)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.models import check_model_dir
+from checkpoints import check_model_dir, saved_dtype
 
 __all__ = ["VLLMServer", "VLLMServerConfig", "free_port"]
 
@@ -43,7 +43,7 @@ class VLLMServerConfig:
     port: int | None = None  # None: a free port
     max_model_len: int = 4096
     kv_cache_gib: float | None = 1.0
-    dtype: str = "auto"
+    dtype: str | None = None  # None: the dtype the checkpoint was saved in
     enforce_eager: bool = True
     seed: int = 0
     served_model_name: str | None = None  # default: the model directory path
@@ -87,7 +87,7 @@ class VLLMServer:
             "--host", cfg.host,
             "--port", str(self.port),
             "--max-model-len", str(cfg.max_model_len),
-            "--dtype", cfg.dtype,
+            "--dtype", cfg.dtype or saved_dtype(self.model_dir) or "auto",
             "--seed", str(cfg.seed),
             "--disable-log-stats",
         ]  # fmt: skip

@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 
 import kag
+from tests.data import find_data_dir
 
 pytest_plugins = [
     name
@@ -39,3 +41,9 @@ def graph(graph_url: str):
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'kag.db'}"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real data sets: `$KAG_DATA_DIR`, default `../shared/data` next to the repo."""
+    return find_data_dir()

@@ -185,6 +185,11 @@ def test_bad_conversations_are_rejected_naming_the_message(vllm_engine) -> None:
         SamplingConfig(n=0)
 
 
+def test_the_engine_runs_the_model_at_the_dtype_it_was_saved_in(vllm_engine) -> None:
+    # vLLM's own "auto" would load the float32 tiny model as bfloat16 on CPU
+    assert vllm_engine.model_dtype == "float32"
+
+
 def test_missing_model_directory_is_a_clear_error(tmp_path: Path) -> None:
     from selfplay.engines.vllm import VLLMEngine
 
@@ -206,7 +211,7 @@ def openai_engine(vllm_server):
 
 
 def test_openai_engine_runs_many_requests_in_flight_against_a_vllm_server(openai_engine) -> None:
-    create = openai_engine._client.chat.completions.create
+    create = openai_engine.client.chat.completions.create
     in_flight = peak = 0
 
     async def counting_create(**kwargs):
@@ -218,13 +223,13 @@ def test_openai_engine_runs_many_requests_in_flight_against_a_vllm_server(openai
         finally:
             in_flight -= 1
 
-    openai_engine._client.chat.completions.create = counting_create
+    openai_engine.client.chat.completions.create = counting_create
     try:
         conversations = [question(f"question {i}") for i in range(11)] + [HISTORY]
         sampling = SamplingConfig(n=2, max_tokens=8, seed=5, logprobs=True)
         results = openai_engine.chat(conversations, tools=TOOLS, sampling=sampling)
     finally:
-        openai_engine._client.chat.completions.create = create
+        openai_engine.client.chat.completions.create = create
     assert peak == 6, "requests must overlap, up to the configured concurrency"
     assert len(results) == 12
     check_completions(results, n=2, max_tokens=8, tokenizer=openai_engine.tokenizer)

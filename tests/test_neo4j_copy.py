@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -27,8 +25,9 @@ from kag.schema import (
 )
 from kag.stores import open_store
 from kag.stores.base import GraphBatch
+from tests.data import DATA_DIR
 
-FB15K = Path("/work/shared/data/fb15k-237")
+FB15K = DATA_DIR / "fb15k-237"
 
 
 def _fb15k_sample(n: int = 3000) -> tuple[list[Entity], list[Relation], dict[str, str]]:

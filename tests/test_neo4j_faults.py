@@ -16,8 +16,9 @@ from kag.importer import import_triples
 from kag.neo4j_server import LauncherConfig
 from kag.stores.base import StoreError
 from kag.stores.neo4j import Neo4jConfig, Neo4jStore
+from tests.data import DATA_DIR
 
-FB15K = Path("/work/shared/data/fb15k-237")
+FB15K = DATA_DIR / "fb15k-237"
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from selfplay.sandbox import PythonSandbox, SandboxConfig
-from selfplay.tools import ToolRegistry, python_tool
+from selfplay.sandbox import PythonSandbox, SandboxConfig, python_tool
+from selfplay.tools import ToolRegistry
 
 
 @pytest.fixture(scope="module")

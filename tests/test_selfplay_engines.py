@@ -11,7 +11,7 @@ import pytest
 import kag
 import selfplay
 from kag.world import generate_world, write_world
-from selfplay.runner import SelfPlayConfig
+from selfplay.config import SelfPlayConfig
 from selfplay.solver import SolverConfig
 
 pytestmark = pytest.mark.vllm

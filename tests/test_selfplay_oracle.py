@@ -6,7 +6,6 @@ Runs on every backend (`graph` fixture), plus one run on the real MetaQA knowled
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -14,16 +13,17 @@ import kag
 import selfplay
 from kag.schema import Run
 from kag.world import generate_world, write_world
+from selfplay.config import CurriculumConfig, SelfPlayConfig
+from selfplay.graph_tools import default_registry
 from selfplay.oracle import OraclePolicy
 from selfplay.proposer import Proposer, ProposerConfig
 from selfplay.rollout import step_id
-from selfplay.runner import CurriculumConfig, SelfPlayConfig
 from selfplay.scoring import Scorer
 from selfplay.solver import Solver, SolverConfig
-from selfplay.tools import ToolRegistry
 from selfplay.writeback import write_rollouts, write_tasks
+from tests.data import DATA_DIR
 
-METAQA_KB = Path("/work/shared/data/metaqa/kb_subset_keallm/kb_subset_named.txt")
+METAQA_KB = DATA_DIR / "metaqa" / "kb_subset_keallm" / "kb_subset_named.txt"
 
 
 def _world(graph, size: int = 200, seed: int = 4) -> None:
@@ -111,7 +111,7 @@ def test_steps_round_trip_to_the_design_message_format(graph):
 
 def test_provenance_query_finds_trajectories_by_entity_tool_and_failed_verifier(graph):
     _world(graph, seed=8)
-    registry = ToolRegistry.default(graph, sandbox=None)
+    registry = default_registry(graph, sandbox=None)
     registry.persist(graph.store)
     scorer = Scorer(registry)
     scorer.persist(graph.store)
@@ -188,3 +188,53 @@ def test_a_resumed_run_must_keep_its_settings(sqlite_url):
         selfplay.run(g, config=_config(run_id="fixed", tasks=2))
         with pytest.raises(ValueError, match="different settings for tasks"):
             selfplay.run(g, config=_config(run_id="fixed", tasks=3))
+
+
+class _TokenCountingOracle:
+    """The oracle, claiming 50 generated tokens per turn (the oracle itself reports none)."""
+
+    name = "oracle"
+
+    def __init__(self) -> None:
+        self.inner = OraclePolicy()
+
+    def act(self, requests, *, tools):
+        import dataclasses
+
+        actions = self.inner.act(requests, tools=tools)
+        return [dataclasses.replace(a, n_tokens=50) for a in actions]
+
+    def count_tokens(self, rollout, *, tools):
+        return self.inner.count_tokens(rollout, tools=tools)
+
+
+def test_progress_bar_shows_tokens_per_second_of_elapsed_time(graph, capsys):
+    import re
+
+    _world(graph)
+    config = SelfPlayConfig(engine="oracle", tasks=4, run_id="bar", progress=True)
+    summary = selfplay.run(graph, config=config, policy=_TokenCountingOracle())
+    rates = [int(r) for r in re.findall(r"tok_s=(\d+)", capsys.readouterr().err)]
+    assert rates and summary.tokens_this_call > 0
+    # the bar's rate is tokens over the seconds since it started, never over a clock mix-up
+    assert 0 < rates[-1] <= 2 * summary.tokens_per_s
+
+
+def test_another_driver_generates_scored_rollouts_under_a_run_of_its_own_kind(graph):
+    from selfplay.generation import RolloutSource
+
+    _world(graph)
+    tasks = Proposer(graph, config=ProposerConfig()).propose(2, hops=2, seed=1).tasks
+    write_tasks(graph.store, tasks)
+    tools = default_registry(graph, sandbox=None)
+    source = RolloutSource(graph.store, OraclePolicy(), tools=tools, run_id="grpo-step-1")
+    run = Run(id="grpo-step-1", kind="grpo", status="running")
+    scored = source.generate(tasks, run=run, samples=3)
+    assert [s.rollout.task.id for s in scored] == [t.id for t in tasks for _ in range(3)]
+    assert {s.verdict for s in scored} == {"accepted"} and {s.reward for s in scored} == {1.0}
+    [stored] = graph.store.get_nodes("Run", ["grpo-step-1"])
+    assert stored.kind == "grpo"
+    trajectories = list(graph.iter_nodes("Trajectory"))
+    assert sorted(t.id for t in trajectories) == sorted(s.rollout.id for s in scored)
+    assert {t.run_id for t in trajectories} == {"grpo-step-1"}
+    assert graph.stats()["edges"]["PRODUCED_BY"] == 6  # trajectories -> the run, tasks untouched

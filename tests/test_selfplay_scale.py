@@ -12,8 +12,8 @@ import selfplay
 from kag.cli import main as kag_main
 from kag.coverage import Coverage, coverage_counts
 from kag.world import generate_world, write_world
+from selfplay.config import CurriculumConfig, SelfPlayConfig, next_hops
 from selfplay.proposer import Proposer, ProposerConfig
-from selfplay.runner import CurriculumConfig, SelfPlayConfig, next_hops
 from selfplay.solver import SolverConfig
 
 

@@ -8,18 +8,18 @@ import pytest
 
 import kag
 from kag.world import generate_world, write_world
+from selfplay.graph_tools import default_registry
 from selfplay.oracle import OraclePolicy
 from selfplay.proposer import Proposer
 from selfplay.scoring import Scorer
 from selfplay.solver import ANSWER_NOW, Solver, SolverConfig
-from selfplay.tools import ToolRegistry
 
 
 @pytest.fixture
 def setup(sqlite_url):
     with kag.open(sqlite_url) as g:
         write_world(g, *generate_world(seed=6, size=200))
-        registry = ToolRegistry.default(g, sandbox=None)
+        registry = default_registry(g, sandbox=None)
         tasks = Proposer(g).propose(3, hops=3, seed=4).tasks
         assert len(tasks) == 3
         yield g, registry, tasks
@@ -50,13 +50,12 @@ def test_calls_the_registry_rejects_are_observations_too(setup):
     r = solver.start(tasks[0], run_id="r")
     from selfplay.solver import Action
 
-    solver._advance(
+    solver.apply(
         r,
         Action(
             text='<tool_call>{"name": "fly", "arguments": {}}</tool_call>\n'
             '<tool_call>{"name": "get_entity", "arguments": {"entity_id": 3}}</tool_call>'
         ),
-        final=False,
     )
     observations = [json.loads(m["content"]) for m in r.messages if m["role"] == "tool"]
     assert "unknown tool 'fly'" in observations[0]["error"]

@@ -12,10 +12,12 @@ import pytest
 import kag
 from kag.cli import main as kag_main
 from kag.schema import Tool
+from selfplay.graph_tools import default_registry, graph_tools
 from selfplay.tooldefs import import_tools, to_json_schema, tool_from_definition
-from selfplay.tools import Observation, ToolError, ToolRegistry, graph_tools, tool
+from selfplay.tools import Observation, ToolError, ToolRegistry, tool
+from tests.data import DATA_DIR
 
-BFCL = Path("/work/shared/data/bfcl")
+BFCL = DATA_DIR / "bfcl"
 BFCL_FILES = sorted(p for p in BFCL.glob("BFCL_v4_*.json") if "multi_turn" not in p.name)
 BFCL_MULTI_TURN_DOCS = sorted((BFCL / "multi_turn_func_doc").glob("*.json"))
 
@@ -327,9 +329,9 @@ def test_get_relations_says_when_the_list_is_cut(world):
 
 
 def test_default_registry_has_graph_tools_and_python(world):
-    reg = ToolRegistry.default(world)
+    reg = default_registry(world)
     assert reg.names == ["search_entities", "get_relations", "get_entity", "python"]
-    assert ToolRegistry.default(world, sandbox=None).names == [
+    assert default_registry(world, sandbox=None).names == [
         "search_entities",
         "get_relations",
         "get_entity",

@@ -13,8 +13,6 @@ from transformers import AutoTokenizer
 from trainer.data import iter_dataset_rows, render_conversation, tokenize_dataset
 from trainer.synthetic import metaqa_rows, simple_rows, tool_trajectory_row, write_sft_dataset
 
-METAQA = Path(__file__).resolve().parents[2] / "shared" / "data" / "metaqa"
-
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir: Path):
@@ -126,8 +124,10 @@ def test_tools_column_is_rendered_into_the_prompt(tokenizer):
     assert with_tools.n_targets == without.n_targets
 
 
-def test_metaqa_trajectories_call_the_kb_hop_by_hop_and_name_a_wrong_directory(tmp_path):
-    rows = metaqa_rows(4, metaqa_dir=METAQA, hops=2)
+def test_metaqa_trajectories_call_the_kb_hop_by_hop_and_name_a_wrong_directory(
+    tmp_path, data_dir: Path
+):
+    rows = metaqa_rows(4, metaqa_dir=data_dir / "metaqa", hops=2)
     assert len(rows) == 4 and len({r["id"] for r in rows}) == 4
     for row in rows:
         calls = [m for m in row["messages"] if m["role"] == "assistant" and m.get("tool_calls")]

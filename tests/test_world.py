@@ -84,9 +84,24 @@ def test_kag_generate_world_writes_the_world_and_its_phrases(tmp_path, capsys):
         assert stats["edges"]["RELATION"] == len(relations)
         assert graph.relation_phrases() == phrases
         assert graph.get_entity(entities[7].id) == entities[7]
-    # running it again changes nothing: writes are idempotent upserts
-    assert kag_main(["generate", "world", "--seed", "4", "--size", "400", "--graph", url]) == 0
+    # running it again with --merge changes nothing: writes are idempotent upserts
+    argv = ["generate", "world", "--seed", "4", "--size", "400", "--merge", "--graph", url]
+    assert kag_main(argv) == 0
     with kag.open(url) as graph:
         assert graph.stats()["edges"]["RELATION"] == len(relations)
     assert kag_main(["generate", "world", "--size", "3", "--graph", url]) == 2
     assert "at least" in capsys.readouterr().err
+
+
+def test_kag_generate_world_refuses_a_graph_that_holds_entities_unless_merge(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'kag.db'}"
+    with kag.open(url) as graph:
+        graph.upsert_entities([{"id": "ada", "name": "Ada Lovelace", "type": "person"}])
+    assert kag_main(["generate", "world", "--size", "100", "--graph", url]) == 2
+    err = capsys.readouterr().err
+    assert "already holds 1 entities" in err and "--merge" in err
+    with kag.open(url) as graph:
+        assert graph.stats()["nodes"]["Entity"] == 1, "nothing was written"
+    assert kag_main(["generate", "world", "--size", "100", "--merge", "--graph", url]) == 0
+    with kag.open(url) as graph:
+        assert graph.stats()["nodes"]["Entity"] == 101

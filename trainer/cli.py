@@ -47,9 +47,23 @@ def model_main(argv: list[str]) -> int:
     parser.add_argument(
         "--dtype", choices=("float32", "bfloat16", "float16"), default=defaults.dtype
     )
+    parser.add_argument(
+        "--graph",
+        metavar="URL",
+        default=None,
+        help="also train the tokenizer on this graph's names, ids and relation names "
+        "(recommended: the graph the model will work on)",
+    )
+    parser.add_argument(
+        "--corpus",
+        metavar="DATASET_DIR",
+        action="append",
+        default=[],
+        help="also train the tokenizer on an exported dataset's text (repeatable)",
+    )
     args = parser.parse_args(argv)
 
-    from trainer.models import build_tiny_model
+    from trainer.models import build_tiny_model, dataset_texts
 
     config = TinyModelConfig(
         seed=args.seed,
@@ -64,8 +78,18 @@ def model_main(argv: list[str]) -> int:
         max_position_embeddings=args.max_position_embeddings,
         dtype=args.dtype,
     )
-    path = build_tiny_model(args.out_dir, config=config)
-    print(f"tiny model written to {path}")
+    texts: list[str] = []
+    if args.graph is not None:
+        import kag
+        from kag.corpus import graph_corpus
+
+        with kag.open(args.graph) as graph:
+            texts = list(graph_corpus(graph))
+    for data_dir in args.corpus:
+        texts += dataset_texts(data_dir)
+    path = build_tiny_model(args.out_dir, config=config, texts=texts)
+    source = f" (tokenizer also trained on {len(texts):,} lines of domain text)" if texts else ""
+    print(f"tiny model written to {path}{source}")
     return 0
 
 

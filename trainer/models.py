@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from checkpoints import check_model_dir
 
 __all__ = [
     "TinyModelConfig",
@@ -26,6 +29,7 @@ __all__ = [
     "build_tiny_model",
     "build_tokenizer",
     "synthetic_corpus",
+    "dataset_texts",
     "CHAT_TEMPLATE",
     "SPECIAL_TOKENS",
     "MARKUP_TOKENS",
@@ -53,11 +57,19 @@ CHAT_TEMPLATE = r"""
     {%- if messages and messages[0].role == 'system' %}
         {{- (messages[0].content or '') + '\n\n' }}
     {%- endif %}
-    {{- '# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>' }}
+    {{- '# Tools\n<tools>' }}
     {%- for tool in tools %}
-        {{- '\n' + (tool | tojson) }}
+        {%- set fn = tool.function if tool.function is defined else tool %}
+        {%- set params = fn.parameters or {} %}
+        {%- set required = params.required or [] %}
+        {{- '\n' + fn.name + '(' }}
+        {%- for pname, prop in (params.properties or {}) | dictsort %}
+            {%- set ptype = prop.type if prop.type is string else (prop.type or ['any']) | join('|') %}
+            {{- (', ' if not loop.first else '') + pname + ('' if pname in required else '?') + ': ' + ptype }}
+        {%- endfor %}
+        {{- '): ' + (fn.description or '') }}
     {%- endfor %}
-    {{- '\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n' }}
+    {{- '\n</tools>\nCall a function as <tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n' }}
 {%- elif messages and messages[0].role == 'system' %}
     {{- '<|im_start|>system\n' + (messages[0].content or '') + '<|im_end|>\n' }}
 {%- endif %}
@@ -125,6 +137,9 @@ class TinyModelConfig:
     max_position_embeddings: int = 4096
     corpus_sentences: int = 20_000  # synthetic training text for the tokenizer
     dtype: str = "float32"  # of the saved weights; vLLM and transformers cast on load
+    #: share the input embedding with the LM head: copying a name or an id from the prompt into a
+    #: tool call is then the identity map, which a tiny model learns from few examples
+    tie_word_embeddings: bool = True
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
@@ -298,24 +313,6 @@ _RELATIONS = [
 _TOOLS = ("search_entities", "get_relations", "get_entity", "python")
 
 
-def check_model_dir(model_dir: str | Path) -> Path:
-    """`model_dir` as a Path, if it holds a Hugging Face model; else a ValueError saying what to pass.
-
-    Checked before transformers or vLLM read it, which would take a missing path for a hub id.
-
-    >>> check_model_dir("/nonexistent")
-    Traceback (most recent call last):
-    ValueError: model directory /nonexistent has no config.json: pass a local Hugging Face model directory (`kag model tiny DIR` builds one)
-    """
-    path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise ValueError(
-            f"model directory {path} has no config.json: pass a local Hugging Face model "
-            "directory (`kag model tiny DIR` builds one)"
-        )
-    return path
-
-
 def _sentence(rng: random.Random) -> str:
     kind = rng.randrange(6)
     name, place = rng.choice(_NAMES), rng.choice(_PLACES)
@@ -373,11 +370,60 @@ def synthetic_corpus(n_sentences: int, *, seed: int = 0) -> list[str]:
     ]
 
 
+def dataset_texts(data_dir: str | Path, *, limit: int = 20_000) -> list[str]:
+    """The text of up to `limit` rows of a DESIGN section 5 dataset, for training a tokenizer.
+
+    Every message's content and reasoning, every tool call as the model writes it, and every
+    offered tool's name and description, so the words, names, ids and JSON an agent reads and
+    writes in that data get tokens of their own.
+
+    >>> dataset_texts("/nonexistent")
+    Traceback (most recent call last):
+    ValueError: dataset directory /nonexistent has no data/*.parquet files: pass a directory written by `kag export`
+    """
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(data_dir).glob("data/*.parquet"))
+    if not files:
+        raise ValueError(
+            f"dataset directory {data_dir} has no data/*.parquet files: pass a directory "
+            "written by `kag export`"
+        )
+    texts: list[str] = []
+    seen_tools: set[str] = set()
+    rows = 0
+    for path in files:
+        table = pq.read_table(path, columns=["messages", "tools"])
+        for messages, tools in zip(
+            table.column("messages").to_pylist(), table.column("tools").to_pylist(), strict=True
+        ):
+            if rows >= limit:
+                return texts
+            rows += 1
+            if tools and tools not in seen_tools:
+                seen_tools.add(tools)
+                for spec in json.loads(tools):
+                    fn = spec.get("function", spec)
+                    texts.append(f"{fn.get('name', '')}(): {fn.get('description', '')}")
+            for m in messages:
+                texts.extend(t for t in (m.get("content"), m.get("reasoning_content")) if t)
+                for call in m.get("tool_calls") or ():
+                    fn = call["function"]
+                    texts.append(f'{{"name": "{fn["name"]}", "arguments": {fn["arguments"]}}}')
+    return texts
+
+
 # --------------------------------------------------------------------------- builders
 
 
-def build_tokenizer(config: TinyModelConfig = TinyModelConfig()) -> Any:
-    """Train a byte-level BPE tokenizer on `synthetic_corpus` and wrap it with the chat template.
+def build_tokenizer(
+    config: TinyModelConfig = TinyModelConfig(), *, texts: Sequence[str] = ()
+) -> Any:
+    """Train a byte-level BPE tokenizer on `synthetic_corpus` + `texts`, with the chat template.
+
+    `texts` is the domain's own text (for a graph: its entity names, ids, types and relation names,
+    see `kag model tiny --graph`): with it the names and ids agents copy between questions, tool
+    calls and observations become one or two tokens each instead of one per character.
 
     Returns a `transformers.PreTrainedTokenizerFast` whose eos is `<|im_end|>` and pad is
     `<|endoftext|>`; markup tokens such as `<tool_call>` encode as one id each.
@@ -394,9 +440,8 @@ def build_tokenizer(config: TinyModelConfig = TinyModelConfig()) -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(
-        synthetic_corpus(config.corpus_sentences, seed=config.seed), trainer=trainer
-    )
+    corpus = synthetic_corpus(config.corpus_sentences, seed=config.seed) + list(texts)
+    tok.train_from_iterator(corpus, trainer=trainer)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in MARKUP_TOKENS])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -408,8 +453,12 @@ def build_tokenizer(config: TinyModelConfig = TinyModelConfig()) -> Any:
     )
 
 
-def build_tiny_model(out_dir: str | Path, *, config: TinyModelConfig = TinyModelConfig()) -> Path:
+def build_tiny_model(
+    out_dir: str | Path, *, config: TinyModelConfig = TinyModelConfig(), texts: Sequence[str] = ()
+) -> Path:
     """Write the tiny Qwen3-MoE model, tokenizer and chat template to `out_dir`; return its path.
+
+    `texts` joins the tokenizer's training corpus (see `build_tokenizer`).
 
     >>> path = build_tiny_model("/tmp/tiny")                                   # doctest: +SKIP
     >>> AutoModelForCausalLM.from_pretrained(path).num_parameters() < 5_000_000  # doctest: +SKIP
@@ -422,7 +471,7 @@ def build_tiny_model(out_dir: str | Path, *, config: TinyModelConfig = TinyModel
     if out.exists() and not out.is_dir():
         raise ValueError(f"model output path {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(config)
+    tokenizer = build_tokenizer(config, texts=texts)
     eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     model_config = Qwen3MoeConfig(
@@ -437,7 +486,7 @@ def build_tiny_model(out_dir: str | Path, *, config: TinyModelConfig = TinyModel
         num_experts_per_tok=config.num_experts_per_tok,
         moe_intermediate_size=config.moe_intermediate_size,
         norm_topk_prob=True,
-        tie_word_embeddings=False,
+        tie_word_embeddings=config.tie_word_embeddings,
         bos_token_id=None,
         eos_token_id=eos_id,
         pad_token_id=pad_id,

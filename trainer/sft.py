@@ -129,6 +129,9 @@ class SFTConfig:
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
     resume: bool = False  # continue from the newest checkpoint in out_dir/checkpoints
     save_final_model: bool = True  # write out_dir/model in safetensors format
+    #: also write the model (Hugging Face format, loadable by vLLM) to out_dir/models/step-NNNNNNN
+    #: every this many steps, for learning curves; 0 = never
+    save_model_every_steps: int = 0
     tensorboard: bool | None = None  # None = when the tensorboard package is installed
 
     def __post_init__(self) -> None:
@@ -468,6 +471,8 @@ class SFTTrainer:
                 )
             if config.checkpoint_every_steps and self.step % config.checkpoint_every_steps == 0:
                 self.save_checkpoint()
+            if config.save_model_every_steps and self.step % config.save_model_every_steps == 0:
+                self.save_final_model(self.out_dir / "models" / f"step-{self.step:07d}")
 
         model_dir = self.save_final_model() if config.save_final_model else None
         self.logger.close()
@@ -608,11 +613,11 @@ class SFTTrainer:
         _set_rng_state(torch.load(rng_file, weights_only=False))
         self.logger.truncate_after(self.step)
 
-    def save_final_model(self) -> Path:
-        """Save the trained model as Hugging Face safetensors (plus tokenizer) in `out_dir/model`."""
+    def save_final_model(self, target: Path | None = None) -> Path:
+        """Save the model as Hugging Face safetensors (plus tokenizer) in `target` (`out_dir/model`)."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        target = self.out_dir / "model"
+        target = target or self.out_dir / "model"
         inner = unwrap(self.module).model
         if self.strategy == "fsdp":
             options = StateDictOptions(full_state_dict=True, cpu_offload=True)

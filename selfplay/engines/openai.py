@@ -90,7 +90,8 @@ class OpenAIEngine:
         self.config = config
         self._tokenizer: Any = None
         self._loop = BackgroundLoop("openai-engine")
-        self._client: Any = self._loop.run(self._make_client())
+        #: the `openai.AsyncOpenAI` client the requests go through (None once closed)
+        self.client: Any = self._loop.run(self._make_client())
         self._semaphore: asyncio.Semaphore = self._loop.run(self._make_semaphore())
 
     async def _make_client(self) -> Any:
@@ -166,7 +167,7 @@ class OpenAIEngine:
         return await self._loop.wrap(self._generate_all(prompts, sampling))
 
     def close(self) -> None:
-        client, self._client = self._client, None
+        client, self.client = self.client, None
         if client is not None:
             try:
                 self._loop.run(client.close(), timeout=30)
@@ -222,7 +223,7 @@ class OpenAIEngine:
         extra = self._extra_body(sampling)
         if extra:
             kwargs["extra_body"] = extra
-        response = await self._request(self._client.chat.completions.create, kwargs, sampling)
+        response = await self._request(self.client.chat.completions.create, kwargs, sampling)
         if isinstance(response, list):
             return response
         prompt_tokens = response.usage.prompt_tokens if response.usage else 0
@@ -289,7 +290,7 @@ class OpenAIEngine:
         extra = self._extra_body(sampling)
         if extra:
             kwargs["extra_body"] = extra
-        response = await self._request(self._client.completions.create, kwargs, sampling)
+        response = await self._request(self.client.completions.create, kwargs, sampling)
         if isinstance(response, list):
             return response
         prompt_tokens = response.usage.prompt_tokens if response.usage else 0
@@ -316,7 +317,7 @@ class OpenAIEngine:
     async def _request(self, create: Any, kwargs: dict[str, Any], sampling: SamplingConfig) -> Any:
         import openai
 
-        if self._client is None:
+        if self.client is None:
             raise RuntimeError("the engine is closed")
         async with self._semaphore:
             try:

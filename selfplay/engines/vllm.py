@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from checkpoints import check_model_dir, saved_dtype
 from selfplay.engines.base import (
     CONTEXT_LENGTH,
     DEFAULT_SAMPLING,
@@ -30,7 +31,6 @@ from selfplay.engines.base import (
     per_conversation,
 )
 from selfplay.engines.loop import BackgroundLoop
-from trainer.models import check_model_dir
 
 __all__ = ["VLLMEngine", "VLLMEngineConfig", "render_chat"]
 
@@ -47,7 +47,9 @@ class VLLMEngineConfig:
     max_model_len: int = 4096  # context length: prompt plus generated tokens
     kv_cache_gib: float | None = 1.0
     gpu_memory_utilization: float = 0.9  # used only when kv_cache_gib is None
-    dtype: str = "auto"  # "bfloat16" on GPUs for real models; the tiny model is float32
+    #: weights dtype; None: the dtype the checkpoint was saved in (`config.json`), else vLLM's
+    #: "auto" (whose float32 -> bfloat16 downcast on CPU would change what a model computes)
+    dtype: str | None = None
     enforce_eager: bool = True  # no CUDA graphs / torch.compile: fast start, fine for small models
     seed: int = 0  # engine seed; requests without a seed draw from it
     tensor_parallel_size: int = 1
@@ -127,7 +129,7 @@ class VLLMEngine:
         kwargs: dict[str, Any] = {
             "model": str(self.model_dir),
             "max_model_len": cfg.max_model_len,
-            "dtype": cfg.dtype,
+            "dtype": cfg.dtype or saved_dtype(self.model_dir) or "auto",
             "enforce_eager": cfg.enforce_eager,
             "seed": cfg.seed,
             "tensor_parallel_size": cfg.tensor_parallel_size,
@@ -147,6 +149,13 @@ class VLLMEngine:
     @property
     def tokenizer(self) -> Any:
         return self._tokenizer
+
+    @property
+    def model_dtype(self) -> str:
+        """The dtype vLLM runs the model in, e.g. "float32" (what `dtype` resolved to)."""
+        if self._engine is None:
+            raise RuntimeError("the engine is closed")
+        return str(self._engine.model_config.dtype).removeprefix("torch.")
 
     def count_tokens(
         self, conversation: list[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None

@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from pathlib import Path
+
+from kag.cli import main as kag_main
 
 __all__ = ["main"]
 
 
 def _stage(title: str, argv: list[str]) -> None:
-    from kag.cli import main as kag_main
-
     print(f"\n== {title}: kag {' '.join(argv)}", flush=True)
     start = time.perf_counter()
     rc = kag_main(argv)
-    if rc != 0:
-        raise SystemExit(f"kag demo: stage {title!r} failed with exit code {rc}")
+    if rc != 0:  # the stage printed why; its exit code says whose fault it was (2 or 1)
+        print(f"kag demo: stage {title!r} failed with exit code {rc}", file=sys.stderr)
+        raise SystemExit(rc)
     print(f"== {title}: done in {time.perf_counter() - start:.1f} s", flush=True)
 
 
@@ -55,7 +57,7 @@ def main(argv: list[str]) -> int:
     seed = str(args.seed)
 
     _stage("schema", ["db", "upgrade", *g])
-    _stage("curate", ["generate", "world", "--seed", seed, "--size", str(args.size), *g])
+    _stage("curate", ["generate", "world", "--seed", seed, "--size", str(args.size), "--merge", *g])
     if not (model / "config.json").exists():
         _stage("model", ["model", "tiny", str(model), "--seed", seed])
     _stage(

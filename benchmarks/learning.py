@@ -1,0 +1,234 @@
+"""Does a tiny agent learn from the platform's own data? Held-out accept rate against SFT steps.
+
+The whole path a user takes, on the embedded default, in one process:
+
+1. a synthetic world (`kag generate world`) and held-out 2-hop tasks proposed from it first, so the
+   training proposer (which skips walks that are already tasks) never trains on them;
+2. oracle demonstrations of other 2-hop tasks (`kag selfplay run --engine oracle`), exported as an
+   SFT dataset (`kag export sft`);
+3. the tiny Qwen3-MoE with a tokenizer trained on the world's text (`kag model tiny --graph`);
+4. SFT (`trainer.sft`), saving the model every few steps;
+5. the untrained model and every saved model on the same held-out tasks through the real vLLM
+   engine and the self-play solver, tools and verifiers, greedily (temperature 0).
+
+Prints the learning curve and `RESULT {"metric": "sft_heldout_accept_rate", ...}` with the
+untrained model's rate as the baseline. `--quick` runs a small version (minutes, not the figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+# `python benchmarks/learning.py` puts benchmarks/ first on sys.path, where benchmarks/selfplay.py
+# would shadow the selfplay package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+
+def _kag(argv: list[str]) -> None:
+    from kag.cli import main as kag_main
+
+    rc = kag_main(argv)
+    if rc != 0:
+        raise SystemExit(f"learning: `kag {' '.join(argv)}` failed with exit code {rc}")
+
+
+def _heldout_tasks(graph_url: str, n: int, seed: int) -> list:
+    from kag.stores import open_store
+    from selfplay.proposer import Proposer, ProposerConfig
+    from selfplay.scoring import Scorer
+    from selfplay.graph_tools import default_registry
+    from selfplay.writeback import write_tasks
+
+    store = open_store(graph_url)
+    try:
+        scorer = Scorer(default_registry(store))
+        scorer.persist(store)
+        proposer = Proposer(store, config=ProposerConfig(verifiers=tuple(scorer.verifier_ids)))
+        tasks = proposer.propose(n, hops=2, seed=seed).tasks
+        write_tasks(store, tasks, run_id=None)
+    finally:
+        store.close()
+    if len(tasks) < n:
+        raise SystemExit(f"learning: the world yields only {len(tasks)} held-out tasks of {n}")
+    return tasks
+
+
+def _accept_rate(graph_url: str, model_dir: Path, tasks: list, *, max_turns: int) -> dict:
+    """Greedy rollouts of `tasks` with the model on vLLM; verdicts from the default verifiers."""
+    from kag.stores import open_store
+    from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
+    from selfplay.scoring import Scorer
+    from selfplay.solver import EnginePolicy, Solver, SolverConfig
+    from selfplay.graph_tools import default_registry
+
+    store = open_store(graph_url)
+    engine = VLLMEngine(model_dir, config=VLLMEngineConfig(dtype="float32", kv_cache_gib=0.5))
+    try:
+        tools = default_registry(store)
+        solver = Solver(
+            EnginePolicy(engine, temperature=0.0),
+            tools,
+            config=SolverConfig(max_turns=max_turns, temperature=0.0, max_context_tokens=2048),
+        )
+        start = time.perf_counter()
+        rollouts = solver.solve(tasks, run_id=f"heldout-{model_dir.name}")
+        wall = time.perf_counter() - start
+        scored = Scorer(tools).score(rollouts)
+    finally:
+        engine.close()
+        store.close()
+        del engine
+        gc.collect()
+    accepted = sum(s.verdict == "accepted" for s in scored)
+    calls = sum(s.rollout.n_tool_calls for s in scored)
+    malformed = sum(s.rollout.n_malformed for s in scored)
+    return {
+        "accepted": accepted,
+        "tasks": len(tasks),
+        "accept_rate": accepted / len(tasks),
+        "tool_calls": calls,
+        "malformed": malformed,
+        "tool_errors": sum(s.rollout.n_tool_errors for s in scored),
+        "eval_s": round(wall, 1),
+        "example": scored[0].rollout.messages[2:5],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trainer.models import TinyModelConfig
+
+    defaults = TinyModelConfig()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--world-size", type=int, default=400, help="entities in the world")
+    parser.add_argument("--demos", type=int, default=1000, help="oracle demonstrations")
+    parser.add_argument("--heldout", type=int, default=32, help="held-out tasks")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--rows", type=int, default=4, help="packed rows per optimizer step")
+    parser.add_argument("--max-seq-len", type=int, default=2048)
+    parser.add_argument("--curve-points", type=int, default=4, help="models evaluated during SFT")
+    parser.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
+    parser.add_argument("--layers", type=int, default=defaults.num_hidden_layers)
+    parser.add_argument("--heads", type=int, default=defaults.num_attention_heads)
+    parser.add_argument("--experts", type=int, default=defaults.num_experts)
+    parser.add_argument("--moe-intermediate-size", type=int, default=defaults.moe_intermediate_size)
+    parser.add_argument("--vocab-size", type=int, default=defaults.vocab_size)
+    parser.add_argument("--no-graph-tokenizer", action="store_true")
+    parser.add_argument("--max-turns", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a small run (not the figure)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.demos, args.heldout, args.epochs, args.curve_points = 120, 8, 1, 1
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="kag-learning-"))
+    work.mkdir(parents=True, exist_ok=True)
+    graph = f"sqlite:///{(work / 'kag.db').resolve()}"
+    g = ["--graph", graph]
+    seed = str(args.seed)
+    t0 = time.perf_counter()
+    _kag(["db", "upgrade", *g])
+    _kag(["generate", "world", "--seed", seed, "--size", str(args.world_size), *g])
+    heldout = _heldout_tasks(graph, args.heldout, seed=10_000 + args.seed)
+    _kag(
+        ["selfplay", "run", "--engine", "oracle", "--tasks", str(args.demos), "--hops", "2"]
+        + ["--run-id", "oracle-demos", "--seed", seed, "--no-progress", *g]
+    )
+    sft_dir = work / "sft"
+    _kag(["export", "sft", str(sft_dir), "--overwrite", *g])
+    model = work / "model"
+    tiny = ["model", "tiny", str(model), "--seed", seed, "--vocab-size", str(args.vocab_size)]
+    tiny += ["--hidden-size", str(args.hidden_size), "--layers", str(args.layers)]
+    tiny += ["--heads", str(args.heads), "--experts", str(args.experts)]
+    tiny += ["--moe-intermediate-size", str(args.moe_intermediate_size)]
+    _kag(tiny + ([] if args.no_graph_tokenizer else [*g, "--corpus", str(sft_dir)]))
+    data_s = time.perf_counter() - t0
+
+    from trainer.sft import SFTConfig, train_sft
+
+    base = SFTConfig(
+        data_dir=str(sft_dir),
+        model_dir=str(model),
+        out_dir=str(work / "sft-run"),
+        max_seq_len=args.max_seq_len,
+        micro_batch_rows=args.rows,
+        learning_rate=args.learning_rate,
+        num_epochs=args.epochs,
+        warmup_ratio=0.05,
+        weight_decay=0.0,
+        seed=args.seed,
+        log_every_steps=10,
+        tensorboard=False,
+    )
+    steps = base.build().total_steps
+    every = max(1, steps // args.curve_points)
+    config = replace(base, save_model_every_steps=every)
+    t1 = time.perf_counter()
+    result = train_sft(config)
+    sft_s = time.perf_counter() - t1
+
+    models = [(0, model)] + sorted(
+        (int(p.name.split("-")[1]), p) for p in (work / "sft-run" / "models").glob("step-*")
+    )
+    if models[-1][0] != result.steps:
+        models.append((result.steps, result.model_dir))
+    curve = []
+    for step, path in models:
+        point = _accept_rate(graph, Path(path), heldout, max_turns=args.max_turns)
+        point["step"] = step
+        example = point.pop("example")
+        curve.append(point)
+        print(
+            f"learning: step {step:>5}: held-out accept {point['accepted']}/{point['tasks']} "
+            f"({point['accept_rate']:.2f}), malformed calls {point['malformed']}/"
+            f"{point['tool_calls']}",
+            file=sys.stderr,
+        )
+        print(f"  first turns: {json.dumps(example)[:600]}", file=sys.stderr)
+    last, untrained = curve[-1], curve[0]
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "metric": "sft_heldout_accept_rate",
+                "value": last["accept_rate"],
+                "unit": "share of held-out 2-hop tasks accepted (greedy)",
+                "baseline": "the same tiny model untrained, same tasks, same engine",
+                "baseline_value": untrained["accept_rate"],
+                "ratio": last["accept_rate"] / untrained["accept_rate"]
+                if untrained["accept_rate"]
+                else None,
+                "curve": [
+                    {k: p[k] for k in ("step", "accepted", "tasks", "malformed")} for p in curve
+                ],
+                "demos": args.demos,
+                "epochs": args.epochs,
+                "sft_steps": result.steps,
+                "sft_s": round(sft_s, 1),
+                "final_loss": round(result.losses[-1], 4),
+                "data_s": round(data_s, 1),
+                "model": {
+                    "hidden_size": args.hidden_size,
+                    "layers": args.layers,
+                    "heads": args.heads,
+                    "experts": args.experts,
+                    "moe_intermediate_size": args.moe_intermediate_size,
+                    "vocab_size": args.vocab_size,
+                    "graph_tokenizer": not args.no_graph_tokenizer,
+                },
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

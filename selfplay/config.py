@@ -1,0 +1,121 @@
+"""The settings of a self-play run: the run, its policy engine and its curriculum.
+
+| config             | what it decides                                                     |
+|--------------------|---------------------------------------------------------------------|
+| `SelfPlayConfig`   | tasks, samples, seed, engine (oracle, vllm, openai), solver, proposer |
+| `CurriculumConfig` | the hop count of new tasks as the accept rate grows (`next_hops`)   |
+
+>>> SelfPlayConfig(engine="oracle", tasks=8).work_fields()["tasks"]
+8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from selfplay.proposer import ProposerConfig
+from selfplay.solver import SolverConfig
+
+__all__ = ["CurriculumConfig", "EngineKind", "SelfPlayConfig", "next_hops"]
+
+EngineKind = Literal["oracle", "vllm", "openai"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CurriculumConfig:
+    """Move to longer walks as the policy masters shorter ones (scaling the horizon).
+
+    The run starts at `min_hops`; once `min_trajectories` trajectories of the current hop count
+    have been verified and at least `promote_at` of them were accepted, new tasks get one more
+    hop, up to `max_hops`. With `min_hops == max_hops` the hop count is fixed.
+    """
+
+    min_hops: int = 2
+    max_hops: int = 2
+    promote_at: float = 0.6
+    min_trajectories: int = 8
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_hops <= self.max_hops:
+            raise ValueError(
+                f"hops must satisfy 1 <= min_hops <= max_hops, got {self.min_hops}-{self.max_hops}"
+            )
+        if not 0.0 <= self.promote_at <= 1.0:
+            raise ValueError(f"promote_at must be in [0, 1], got {self.promote_at}")
+        if self.min_trajectories < 1:
+            raise ValueError(f"min_trajectories must be >= 1, got {self.min_trajectories}")
+
+
+def next_hops(curriculum: CurriculumConfig, by_hops: dict[int, tuple[int, int]]) -> int:
+    """The hop count for new tasks, given `{hops: (trajectories, accepted)}` so far.
+
+    >>> c = CurriculumConfig(min_hops=2, max_hops=4, promote_at=0.5, min_trajectories=4)
+    >>> next_hops(c, {}), next_hops(c, {2: (4, 3)}), next_hops(c, {2: (4, 3), 3: (4, 1)})
+    (2, 3, 3)
+    """
+    hops = curriculum.min_hops
+    while hops < curriculum.max_hops:
+        n, accepted = by_hops.get(hops, (0, 0))
+        if n < curriculum.min_trajectories or accepted / n < curriculum.promote_at:
+            break
+        hops += 1
+    return hops
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SelfPlayConfig:
+    """One self-play run. Stored on the Run node; a resumed run must give the same work fields."""
+
+    #: the run's id; None makes one from the time and seed. Reuse it to resume a run
+    run_id: str | None = None
+    #: tasks the run proposes (and solves) in all
+    tasks: int = 16
+    #: trajectories per task
+    samples: int = 1
+    #: seed of walk sampling and of the policy's sampling
+    seed: int = 0
+    #: "oracle" (gold policy), "vllm" (in-process engine on `model`), "openai" (server at
+    #: `base_url` serving `model`); ignored when `run(..., engine=)` is given
+    engine: EngineKind = "oracle"
+    #: model directory (vllm) or served model name (openai)
+    model: str | None = None
+    base_url: str | None = None
+    #: weights dtype of the vllm engine; None: the dtype the checkpoint was saved in
+    dtype: str | None = None
+    #: tasks proposed per round (the curriculum and coverage update between rounds)
+    tasks_per_round: int = 32
+    #: steer sampling to the least-covered start entities and relation types
+    coverage: bool = True
+    #: Ray workers that generate trajectories (0: in this process); the driver writes
+    workers: int = 0
+    #: offer the sandboxed `python` tool besides the graph tools
+    python_tool: bool = False
+    #: show a progress bar on stderr
+    progress: bool = True
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    proposer: ProposerConfig = field(default_factory=ProposerConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+
+    def __post_init__(self) -> None:
+        if self.tasks < 0 or self.samples < 1 or self.tasks_per_round < 1 or self.workers < 0:
+            raise ValueError(
+                "need tasks >= 0, samples >= 1, tasks_per_round >= 1 and workers >= 0, got "
+                f"{self.tasks}, {self.samples}, {self.tasks_per_round}, {self.workers}"
+            )
+        if self.engine not in ("oracle", "vllm", "openai"):
+            raise ValueError(f"engine must be oracle, vllm or openai, got {self.engine!r}")
+        if self.engine == "vllm" and not self.model:
+            raise ValueError("engine 'vllm' needs model= (a model directory)")
+        if self.engine == "openai" and not (self.base_url and self.model):
+            raise ValueError("engine 'openai' needs base_url= and model=")
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self), default=list))
+
+    def work_fields(self) -> dict[str, Any]:
+        """What decides the run's tasks and trajectories (must match when resuming)."""
+        d = self.to_dict()
+        return {k: d[k] for k in ("tasks", "samples", "seed", "proposer", "curriculum")}

@@ -1,0 +1,145 @@
+"""Scored rollouts on demand: solve tasks with a policy and tools, verify them, write them back.
+
+This is the part of self-play that another driver reuses: the self-play runner calls `solve` round
+after round, and a GRPO trainer can call `generate` with its own policy and a Run of its own kind.
+
+| name                 | what it gives                                                             |
+|----------------------|---------------------------------------------------------------------------|
+| `RolloutSource`      | `solve(work, on_scored=)` streams scored rollouts; `generate(tasks, run=)` |
+|                      | also writes them under a Run and returns them                              |
+| `build_policy`       | the policy a `SelfPlayConfig` names (oracle, vllm, openai) and its closer  |
+| `build_tools`        | the tool registry a `SelfPlayConfig` offers (graph tools, python if asked) |
+
+>>> source = RolloutSource(store, policy, tools=default_registry(store), run_id="grpo-1")  # doctest: +SKIP
+>>> scored = source.generate(tasks, run=Run(id="grpo-1", kind="grpo"), samples=8)  # doctest: +SKIP
+>>> [s.reward for s in scored]  # doctest: +SKIP
+[1.0, 0.0, ...]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kag.schema import Run, Task
+from kag.stores.base import GraphStore
+from selfplay.config import SelfPlayConfig
+from selfplay.graph_tools import default_registry
+from selfplay.rollout import Rollout, trajectory_id
+from selfplay.scoring import Scorer
+from selfplay.solver import Policy, Solver, SolverConfig
+from selfplay.tools import ToolRegistry
+from selfplay.writeback import ScoredRollout, write_rollouts
+
+__all__ = ["RolloutSource", "build_policy", "build_tools"]
+
+
+class RolloutSource:
+    """Rollouts of one Run (`run_id` makes their ids): a solver over `policy` and `tools`, scored.
+
+    `scorer` defaults to `Scorer(tools)` (the default verifier suite). The source writes nothing
+    until `generate` (or `persist`) is called; `solve` leaves writing to its caller.
+    """
+
+    def __init__(
+        self,
+        store: GraphStore,
+        policy: Policy,
+        *,
+        tools: ToolRegistry,
+        run_id: str,
+        solver: SolverConfig | None = None,
+        scorer: Scorer | None = None,
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.tools = tools
+        self.solver = Solver(policy, tools, config=solver)
+        self.scorer = scorer or Scorer(tools)
+
+    def persist(self) -> None:
+        """Upsert the Tool and Verifier nodes the rollouts' edges point at (idempotent)."""
+        self.tools.persist(self.store)
+        self.scorer.persist(self.store)
+
+    def solve(
+        self,
+        work: Sequence[tuple[Task, int]],
+        *,
+        on_scored: Callable[[list[ScoredRollout]], None],
+    ) -> None:
+        """Solve `(task, sample)` pairs together; after every turn, `on_scored` gets those that ended."""
+
+        def score(rollouts: list[Rollout]) -> None:
+            on_scored(self.scorer.score(rollouts))
+
+        rollouts = [self.solver.start(t, run_id=self.run_id, sample=k) for t, k in work]
+        self.solver.run(rollouts, on_finished=score)
+
+    def generate(self, tasks: Sequence[Task], *, run: Run, samples: int = 1) -> list[ScoredRollout]:
+        """`samples` scored rollouts of every task, written back under `run`, in task order.
+
+        The tasks must be in the graph already; `run` (its kind names the caller: "selfplay",
+        "grpo", "eval") is upserted with every write, with PRODUCED_BY from each trajectory.
+        """
+        if run.id != self.run_id:
+            raise ValueError(f"run {run.id!r} is not this source's run {self.run_id!r}")
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        self.persist()
+        scored: dict[str, ScoredRollout] = {}
+
+        def write(chunk: list[ScoredRollout]) -> None:
+            write_rollouts(self.store, chunk, run=run)
+            scored.update((s.rollout.id, s) for s in chunk)
+
+        work = [(t, k) for t in tasks for k in range(samples)]
+        self.solve(work, on_scored=write)
+        return [scored[trajectory_id(self.run_id, t.id, k)] for t, k in work]
+
+
+def build_policy(config: SelfPlayConfig, engine: Any = None) -> tuple[Policy, Callable[[], None]]:
+    """The policy of a run and a function that releases what it started.
+
+    `engine` (any `selfplay.engines` engine) overrides `config.engine`.
+
+    >>> policy, close = build_policy(SelfPlayConfig(engine="oracle")); policy.name
+    'oracle'
+    """
+    from selfplay.oracle import OraclePolicy
+    from selfplay.solver import EnginePolicy
+
+    cfg = config.solver
+    if engine is not None:
+        return EnginePolicy(engine, temperature=cfg.temperature, top_p=cfg.top_p), lambda: None
+    if config.engine == "oracle":
+        return OraclePolicy(max_calls_per_turn=cfg.max_calls_per_turn), lambda: None
+    if config.engine == "vllm":
+        from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
+
+        built: Any = VLLMEngine(
+            config.model,  # type: ignore[arg-type]
+            config=VLLMEngineConfig(
+                max_model_len=max(cfg.max_context_tokens, 256),
+                dtype=config.dtype,
+                # vLLM's CPU sampler crashes on a seeded request whose prefill is split across
+                # steps (its CPU generator has no offset to rewind): prefill prompts whole
+                engine_kwargs={
+                    "enable_chunked_prefill": False,
+                    "max_num_batched_tokens": max(cfg.max_context_tokens, 16384),
+                },
+            ),
+        )
+    else:
+        from selfplay.engines.openai import OpenAIEngine
+
+        built = OpenAIEngine(config.base_url, config.model)  # type: ignore[arg-type]
+    policy = EnginePolicy(built, temperature=cfg.temperature, top_p=cfg.top_p)
+    return policy, built.close
+
+
+def build_tools(store: GraphStore, config: SelfPlayConfig) -> ToolRegistry:
+    """The tools a run offers: the graph tools, and the sandboxed `python` if `config.python_tool`."""
+    from selfplay.sandbox import SandboxConfig
+
+    return default_registry(store, sandbox=SandboxConfig() if config.python_tool else None)
