@@ -10,8 +10,11 @@ Figures (`RESULT` lines, DESIGN section 7):
 - `sft_tokens_per_s`: real (non-padding) tokens trained per second over the steps after
   `--warmup-steps`, wall clock from the end of one step to the end of the last; baseline TRL.
 - `sft_real_token_fraction`: real tokens / tokens in the batch tensors; baseline TRL's fraction.
-It also prints the loss both trainers compute on the first identical batch (one packed row,
-before any update), which should agree to float precision.
+Both lines carry `trl_changed_options`: every TRL option the benchmark sets away from TRL's
+defaults (a diff against a default-constructed `trl.SFTConfig`), among them
+`gradient_checkpointing=False` (TRL's default is on; ours never checkpoints). It also prints the
+loss both trainers compute on the first identical batch (one packed row, before any update), which
+should agree to float precision.
 
 Run: `python benchmarks/sft.py [--docs 240] [--max-seq-len 2048] [--steps 14]`.
 """
@@ -19,6 +22,7 @@ Run: `python benchmarks/sft.py [--docs 240] [--max-seq-len 2048] [--steps 14]`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -34,19 +38,22 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
-from tests.trainer_fixtures import metaqa_rows, write_sft_dataset  # noqa: E402
 from trainer.metrics import read_metrics  # noqa: E402
 from trainer.packing import IGNORE_INDEX, collate_rows  # noqa: E402
 from trainer.sft import SFTConfig  # noqa: E402
+from trainer.synthetic import metaqa_rows, write_sft_dataset  # noqa: E402
+
+METAQA_DIR = REPO.parent / "shared" / "data" / "metaqa"
 
 
-def build_inputs(work: Path, n_docs: int) -> tuple[Path, Path]:
+def build_inputs(work: Path, n_docs: int, metaqa_dir: Path) -> tuple[Path, Path]:
     from trainer.models import build_tiny_model
 
     model_dir = build_tiny_model(work / "tiny")
     per_hop = n_docs // 3
-    rows = metaqa_rows(per_hop, hops=1) + metaqa_rows(per_hop, hops=2)
-    rows += metaqa_rows(n_docs - 2 * per_hop, hops=3)
+    rows = metaqa_rows(per_hop, metaqa_dir=metaqa_dir, hops=1)
+    rows += metaqa_rows(per_hop, metaqa_dir=metaqa_dir, hops=2)
+    rows += metaqa_rows(n_docs - 2 * per_hop, metaqa_dir=metaqa_dir, hops=3)
     return model_dir, write_sft_dataset(work / "ds", rows, rows_per_shard=100)
 
 
@@ -71,7 +78,7 @@ def run_ours(
     first_row = trainer.data.rows[int(trainer.data.order(0)[0])]
     batch = collate_rows([first_row], pad_token_id=trainer.data.pad_token_id)
     with torch.no_grad():
-        out_first = trainer.module(*batch._tensors())
+        out_first = trainer.module(*batch.tensors())
     first = {
         "ce": float(out_first["ce_sum"] / out_first["n_targets"]),
         "aux": float(out_first["aux_loss"]),
@@ -93,25 +100,11 @@ def run_ours(
     }
 
 
-def run_trl(
-    args: argparse.Namespace, model_dir: Path, documents: list[Any], first_row: Any, out: Path
-) -> dict[str, Any]:
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+def trl_config(args: argparse.Namespace, out: Path) -> Any:
+    """TRL's `SFTConfig` set up to train as ours does (see `trl_changes` for what that changes)."""
     from trl import SFTConfig as TRLConfig
-    from trl import SFTTrainer as TRLTrainer
 
-    shutil.rmtree(out, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.config.output_router_logits = True  # TRL then adds the router aux loss, as ours does
-    dataset = Dataset.from_list(
-        [
-            {"input_ids": d.input_ids.tolist(), "assistant_masks": d.loss_mask.astype(int).tolist()}
-            for d in documents
-        ]
-    )
-    config = TRLConfig(
+    return TRLConfig(
         output_dir=str(out),
         max_length=args.max_seq_len,
         packing=True,
@@ -125,15 +118,56 @@ def run_trl(
         weight_decay=0.1,
         adam_beta2=0.95,
         max_grad_norm=1.0,
+        # TRL turns it on by default; ours keeps every activation, so TRL must too
+        gradient_checkpointing=False,
         logging_steps=1,
         save_strategy="no",
-        report_to=[],
+        report_to="none",
         use_cpu=True,
-        bf16=False,
+        bf16=False,  # ours trains the tiny model in float32
         seed=0,
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
+
+
+def trl_changes(config: Any) -> dict[str, Any]:
+    """Every option of the TRL `config` that differs from a default-constructed TRL `SFTConfig`.
+
+    >>> trl_changes(trl_config(args, out))["gradient_checkpointing"]
+    False
+    """
+    from trl import SFTConfig as TRLConfig
+
+    # TRL's default bf16=True refuses to construct without a bf16 GPU unless use_cpu is set, so the
+    # reference shares use_cpu (and the same output_dir, which paths such as logging_dir follow)
+    # and use_cpu is compared with its declared default instead
+    reference = TRLConfig(output_dir=config.output_dir, use_cpu=config.use_cpu).to_dict()
+    changed = {k: v for k, v in config.to_dict().items() if v != reference[k]}
+    declared = {f.name: f.default for f in dataclasses.fields(TRLConfig)}
+    if config.use_cpu != declared["use_cpu"]:
+        changed["use_cpu"] = config.use_cpu
+    return dict(sorted(changed.items()))
+
+
+def run_trl(
+    args: argparse.Namespace, model_dir: Path, documents: list[Any], first_row: Any, out: Path
+) -> dict[str, Any]:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTTrainer as TRLTrainer
+
+    shutil.rmtree(out, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.config.output_router_logits = True  # TRL then adds the router aux loss, as ours does
+    dataset = Dataset.from_list(
+        [
+            {"input_ids": d.input_ids.tolist(), "assistant_masks": d.loss_mask.astype(int).tolist()}
+            for d in documents
+        ]
+    )
+    config = trl_config(args, out)
     trainer = TRLTrainer(
         model=model, args=config, train_dataset=dataset, processing_class=tokenizer
     )
@@ -182,6 +216,7 @@ def run_trl(
         "real_fraction": sum(r for r, _ in counts) / sum(c for _, c in counts),
         "first_batch": first,
         "losses": losses,
+        "options": trl_changes(config),
     }
 
 
@@ -201,6 +236,7 @@ def result_line(metric: str, value: float, unit: str, baseline_value: float, **e
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=240, help="MetaQA trajectories (1/2/3-hop)")
+    parser.add_argument("--metaqa", type=Path, default=METAQA_DIR, help="MetaQA directory")
     parser.add_argument("--max-seq-len", type=int, default=2048)
     parser.add_argument("--rows-per-step", type=int, default=2)
     parser.add_argument("--steps", type=int, default=14)
@@ -213,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="kag-bench-sft-"))
     work.mkdir(parents=True, exist_ok=True)
-    model_dir, data_dir = build_inputs(work, args.docs)
+    model_dir, data_dir = build_inputs(work, args.docs, args.metaqa)
 
     from transformers import AutoTokenizer
 
@@ -259,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             trl["tokens_per_s"],
             runs=[round(r["tokens_per_s"]) for r in ours_runs],
             baseline_runs=[round(r["tokens_per_s"]) for r in trl_runs],
+            trl_changed_options=trl["options"],
             **common,
         )
     )
@@ -271,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             bfd_row_fill=round(ours["fill"], 4),
             first_batch_loss=ours["first_batch"]["ce"],
             baseline_first_batch_loss=trl["first_batch"]["ce"],
+            trl_changed_options=trl["options"],
             **common,
         )
     )

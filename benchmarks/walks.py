@@ -7,7 +7,8 @@
 
 The graph is imported into a fresh SQLite file and projected with `CSRGraph.from_store`, as a
 user would; only sampling is timed. A step is a hop actually taken (walkers that reach a node
-without out-edges stop, as in the baseline). Each figure is the best of `--repeat` runs.
+without out-edges stop, as in the baseline). Each figure and its baseline is the best of the same
+`--repeat` runs (`repeat` in the RESULT line).
 
     python benchmarks/walks.py [--walkers 2097152] [--baseline-walkers 20000] [--repeat 5]
 """
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="sampler threads (default: cores)"
     )
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
 
     with tempfile.TemporaryDirectory(prefix="kag-walks-") as tmp:
         csr, projection_s = load_csr(args.data, Path(tmp))
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         value, info = csr_rate(csr, mode, args.walkers, args.repeat, args.threads)
         baseline = networkx_rate(
-            csr, simple=simple, walkers=args.baseline_walkers, repeat=min(args.repeat, 3)
+            csr, simple=simple, walkers=args.baseline_walkers, repeat=args.repeat
         )
         result = {
             "metric": metric,
@@ -128,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             "baseline_value": round(baseline, 1),
             "ratio": round(value / baseline, 2),
             "mode": mode,
+            "repeat": args.repeat,  # best of, for both
+            "baseline_walkers": args.baseline_walkers,
             **info,
             **common,
             **load,

@@ -131,10 +131,10 @@ def test_gpu_kernels_give_the_cpu_block_mask_loss(tiny_model_dir: Path):
     model = load_causal_lm(tiny_model_dir)
     prepare_model_attention(model, "sdpa_block_mask")
     with torch.no_grad():
-        expected = PackedCausalLM(model, attention="sdpa_block_mask")(*batch._tensors())["ce_sum"]
+        expected = PackedCausalLM(model, attention="sdpa_block_mask")(*batch.tensors())["ce_sum"]
     backend = resolve_attention_backend("auto", "cuda")
     model = model.cuda()
     prepare_model_attention(model, backend)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        got = PackedCausalLM(model, attention=backend)(*batch.to("cuda")._tensors())["ce_sum"]
+        got = PackedCausalLM(model, attention=backend)(*batch.to("cuda").tensors())["ce_sum"]
     torch.testing.assert_close(got.cpu(), expected, rtol=3e-2, atol=0.0)

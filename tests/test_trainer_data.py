@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from tests.trainer_fixtures import simple_rows, tool_trajectory_row, write_sft_dataset
 from trainer.data import iter_dataset_rows, render_conversation, tokenize_dataset
+from trainer.synthetic import metaqa_rows, simple_rows, tool_trajectory_row, write_sft_dataset
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,9 @@ def test_loss_mask_trains_every_assistant_turn_of_a_multi_turn_tool_trajectory_a
         assert tokenizer.decode(doc.input_ids[:lo]).endswith("<|im_start|>assistant\n")
     untrained = tokenizer.decode(doc.input_ids[~doc.loss_mask])
     assert "When were the films directed by Ada Lee released?" in untrained
-    assert '["1995"]' in untrained and '"name": "get_neighbors"' in untrained  # tools + results
+    assert (
+        '["1995"]' in untrained and "get_neighbors(entity: string" in untrained
+    )  # tools + results
     # the whole sequence is exactly the template's rendering
     full = tokenizer.apply_chat_template(row["messages"], tools=row["tools"], tokenize=False)
     assert tokenizer.decode(doc.input_ids) == full
@@ -117,8 +118,19 @@ def test_tools_column_is_rendered_into_the_prompt(tokenizer):
     row = simple_rows(1)[0]
     with_tools = render_conversation(tokenizer, row["messages"], tools=row["tools"])
     without = render_conversation(tokenizer, row["messages"], tools=None)
-    assert json.dumps(row["tools"][0]["function"]["description"]) in tokenizer.decode(
-        with_tools.input_ids
-    )
+    assert row["tools"][0]["function"]["description"] in tokenizer.decode(with_tools.input_ids)
     assert len(with_tools) > len(without)
     assert with_tools.n_targets == without.n_targets
+
+
+def test_metaqa_trajectories_call_the_kb_hop_by_hop_and_name_a_wrong_directory(
+    tmp_path, data_dir: Path
+):
+    rows = metaqa_rows(4, metaqa_dir=data_dir / "metaqa", hops=2)
+    assert len(rows) == 4 and len({r["id"] for r in rows}) == 4
+    for row in rows:
+        calls = [m for m in row["messages"] if m["role"] == "assistant" and m.get("tool_calls")]
+        assert len(calls) == 2  # one assistant turn per hop
+        assert row["messages"][-1]["content"] == f"<answer>{'|'.join(row['answers'])}</answer>"
+    with pytest.raises(FileNotFoundError, match=r"missing.*kb_subset_named\.txt: no MetaQA KB"):
+        metaqa_rows(1, metaqa_dir=tmp_path / "missing")

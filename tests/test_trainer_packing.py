@@ -77,3 +77,11 @@ def test_best_fit_decreasing_fills_rows_almost_completely_on_varied_lengths():
     assert report.n_tokens == sum(len(d) for d in docs)
     assert all(len(r) <= 2048 for r in rows)
     assert report.fill_fraction > 0.97
+
+
+def test_a_packed_batch_gives_its_tensors_in_the_order_the_model_takes_them():
+    rows, _ = pack_documents([_doc("a", [5, 6, 7]), _doc("b", [8, 9])], max_seq_len=8)
+    batch = collate_rows(rows, pad_token_id=0)
+    input_ids, labels, position_ids, document_ids = batch.tensors()
+    assert input_ids is batch.input_ids and labels is batch.labels
+    assert position_ids is batch.position_ids and document_ids is batch.document_ids

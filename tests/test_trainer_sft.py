@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 import kag.cli
-from tests.trainer_fixtures import simple_rows, write_sft_dataset
 from trainer.metrics import read_metrics
 from trainer.sft import SFTConfig, train_sft
+from trainer.synthetic import simple_rows, write_sft_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

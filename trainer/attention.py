@@ -102,7 +102,7 @@ def attention_kwargs(batch: PackedBatch, backend: str) -> dict[str, Any]:
 
 def flatten_rows(batch: PackedBatch) -> PackedBatch:
     """Lay the rows of `batch` end to end as one row, as varlen kernels want them."""
-    return PackedBatch(*(t.reshape(1, -1) for t in batch._tensors()))
+    return PackedBatch(*(t.reshape(1, -1) for t in batch.tensors()))
 
 
 def _varlen_kwargs(batch: PackedBatch) -> dict[str, Any]:

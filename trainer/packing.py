@@ -82,9 +82,13 @@ class PackedBatch:
         return int((self.labels != IGNORE_INDEX).sum())
 
     def to(self, device: torch.device | str) -> PackedBatch:
-        return PackedBatch(*(t.to(device, non_blocking=True) for t in self._tensors()))
+        return PackedBatch(*(t.to(device, non_blocking=True) for t in self.tensors()))
 
-    def _tensors(self) -> tuple[torch.Tensor, ...]:
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """`(input_ids, labels, position_ids, document_ids)`: the arguments of `PackedCausalLM`.
+
+        >>> loss = PackedCausalLM(model, attention="sdpa_block_mask")(*batch.tensors())["ce_sum"]
+        """
         return self.input_ids, self.labels, self.position_ids, self.document_ids
 
 

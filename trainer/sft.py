@@ -421,9 +421,7 @@ class SFTTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             for i, batch in enumerate(batches):
                 with self._sync_gradients(last=i == len(batches) - 1), self._autocast():
-                    out = self.module(
-                        batch.input_ids, batch.labels, batch.position_ids, batch.document_ids
-                    )
+                    out = self.module(*batch.tensors())
                     loss = out["ce_sum"] * ctx.world_size / step_targets
                     if "aux_loss" in out:
                         router = (

@@ -1,10 +1,14 @@
-"""SFT datasets for trainer tests and benchmarks, written in the DESIGN section 5 format.
+"""Scripted tool-use conversations and the SFT dataset files that hold them, without a graph.
 
-| helper                  | what it gives                                                      |
+For trying `kag train sft`, its tests and its benchmark on data of a known shape (the dataset format
+of DESIGN section 5; the exporters write the same format from a graph).
+
+| function                | what it gives                                                      |
 |-------------------------|--------------------------------------------------------------------|
 | `write_sft_dataset`     | `DIR/data/{split}-{shard:05d}.parquet` (+ manifest) from row dicts  |
 | `tool_trajectory_row`   | one multi-turn tool-use trajectory row (reasoning, calls, results) |
-| `metaqa_rows`           | trajectories built from real MetaQA 2-hop questions and the KB subset |
+| `simple_rows`           | small random trajectories about a handful of films (no data files) |
+| `metaqa_rows`           | trajectories built from real MetaQA questions and the KB subset    |
 """
 
 from __future__ import annotations
@@ -18,9 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tests.data import DATA_DIR
-
-METAQA = DATA_DIR / "metaqa"
+__all__ = ["write_sft_dataset", "tool_trajectory_row", "simple_rows", "metaqa_rows"]
 
 TOOL_CALL = pa.struct(
     [
@@ -94,6 +96,10 @@ def write_sft_dataset(
     """Write `rows` (dicts with at least `id` and `messages`) as an SFT dataset; return its dir.
 
     Missing columns get neutral values; `tools` may be a list (it is stored as a JSON string).
+
+    >>> root = write_sft_dataset("/tmp/ds", simple_rows(3))
+    >>> sorted(p.name for p in (root / "data").iterdir())
+    ['train-00000.parquet']
     """
     root = Path(dataset_dir)
     (root / "data").mkdir(parents=True, exist_ok=True)
@@ -149,6 +155,11 @@ def tool_trajectory_row(
     """A trajectory: question, one assistant turn per hop (parallel calls), results, answer.
 
     `hop_results[h]` maps each entity queried at hop `h` to what the tool returned for it.
+
+    >>> row = tool_trajectory_row("r1", "Who directed Heat?", "Heat", ["movie_to_director"],
+    ...                           [{"Heat": ["Michael Mann"]}], ["Michael Mann"])
+    >>> [m["role"] for m in row["messages"]]
+    ['system', 'user', 'assistant', 'tool', 'assistant']
     """
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": "Answer questions about movies. Use the tools."},
@@ -186,7 +197,11 @@ def tool_trajectory_row(
 
 
 def simple_rows(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
-    """`n` small synthetic trajectories (no data files needed)."""
+    """`n` small random two-hop trajectories (no data files needed), the same for the same `seed`.
+
+    >>> simple_rows(2)[0]["answers"]  # a release year
+    ['1955']
+    """
     rng = random.Random(seed)
     names = ["Heat", "Alien", "Ran", "Brazil", "Jaws", "Up", "Rocky", "Fargo"]
     people = ["Michael Mann", "Ridley Scott", "Akira Kurosawa", "Terry Gilliam", "Ada Lee"]
@@ -217,15 +232,26 @@ _RELATION = {
 }
 
 
-def metaqa_rows(n: int, *, seed: int = 0, hops: int = 2) -> list[dict[str, Any]]:
-    """Trajectories for the first `n` answerable MetaQA `hops`-hop dev questions.
+def metaqa_rows(
+    n: int, *, metaqa_dir: str | Path, seed: int = 0, hops: int = 2
+) -> list[dict[str, Any]]:
+    """Trajectories for the first `n` answerable MetaQA `hops`-hop dev questions (seeded order).
 
-    Tool results come from the MetaQA KB subset in `$KAG_DATA_DIR/metaqa` (read, not copied):
-    a hop `actor_to_movie` lists the movies starring the entity, `movie_to_year` their years.
+    `metaqa_dir` holds MetaQA as published (`{1,2,3}-hop/vanilla/qa_dev.txt`,
+    `{k}-hop/qa_dev_qtype.txt`) and `kb_subset_keallm/kb_subset_named.txt`; tool results come from
+    that KB (read, not copied): a hop `actor_to_movie` lists the movies starring the entity,
+    `movie_to_year` their years.
+
+    >>> metaqa_rows(2, metaqa_dir="data/metaqa", hops=1)[0]["id"]
+    'metaqa-1hop-dev-7126'
     """
+    metaqa = Path(metaqa_dir)
+    kb = metaqa / "kb_subset_keallm" / "kb_subset_named.txt"
+    if not kb.is_file():
+        raise FileNotFoundError(f"{kb}: no MetaQA KB subset here; pass the MetaQA directory")
     forward: dict[tuple[str, str], list[str]] = defaultdict(list)
     backward: dict[tuple[str, str], list[str]] = defaultdict(list)
-    with (METAQA / "kb_subset_keallm" / "kb_subset_named.txt").open() as f:
+    with kb.open(encoding="utf-8") as f:
         for line in f:
             parts = line.rstrip("\n").split("|")
             if len(parts) == 3:
@@ -239,9 +265,9 @@ def metaqa_rows(n: int, *, seed: int = 0, hops: int = 2) -> list[dict[str, Any]]
             return sorted(set(forward.get((entity, _RELATION[target]), [])))[:8]
         return sorted(set(backward.get((_RELATION[source], entity), [])))[:8]
 
-    base = METAQA / f"{hops}-hop"
-    questions = (base / "vanilla" / "qa_dev.txt").read_text().splitlines()
-    qtypes = (base / "qa_dev_qtype.txt").read_text().splitlines()
+    base = metaqa / f"{hops}-hop"
+    questions = (base / "vanilla" / "qa_dev.txt").read_text(encoding="utf-8").splitlines()
+    qtypes = (base / "qa_dev_qtype.txt").read_text(encoding="utf-8").splitlines()
     order = list(range(len(questions)))
     random.Random(seed).shuffle(order)
     rows = []
