@@ -127,7 +127,11 @@ def test_chat_template_renders_tools_reasoning_tool_calls_and_responses(tokenize
     system = text.split("<|im_end|>")[0]
     assert system.startswith("<|im_start|>system\nAnswer with <answer>...</answer>.\n\n# Tools")
     tool_lines = system.split("<tools>\n")[1].split("\n</tools>")[0].splitlines()
-    assert [json.loads(line) for line in tool_lines] == TOOLS
+    # one compact line per tool: name, parameters (optional ones marked ?) and description
+    assert tool_lines == [
+        "get_entity(entity_id: string): Look up an entity by id.",
+        "search_entities(limit?: integer, query: string): Search entities by name.",
+    ]
     assert (
         '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
         in system

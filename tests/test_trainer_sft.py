@@ -55,7 +55,7 @@ def overfit_run(sft_dataset, tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("overfit")
     dataset = write_sft_dataset(root / "ds", simple_rows(2, seed=1))
     config = _config(
-        dataset, tiny_model_dir, root / "run", max_seq_len=1500, learning_rate=1e-2, num_epochs=30
+        dataset, tiny_model_dir, root / "run", max_seq_len=1500, learning_rate=1e-2, num_epochs=60
     )
     return train_sft(config)
 

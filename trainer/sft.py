@@ -552,9 +552,7 @@ class SFTTrainer:
         self.ctx.barrier()
         torch.save(_rng_state(), tmp / f"rng-rank{self.ctx.rank:05d}.pt")
         if self.ctx.is_main:
-            save_file(
-                {k: v.contiguous() for k, v in model_state.items()}, tmp / "model.safetensors"
-            )
+            save_file(_distinct_tensors(model_state), tmp / "model.safetensors")
             torch.save(optim_state, tmp / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
             state = {
@@ -633,6 +631,18 @@ class SFTTrainer:
             self.tokenizer.save_pretrained(target)
         self.ctx.barrier()
         return target
+
+
+def _distinct_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with every tensor in storage of its own: tied weights (an LM head that is the input
+    embedding) share storage, which safetensors refuses to write, so the second name gets a copy."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in state.items():
+        ptr = tensor.untyped_storage().data_ptr()
+        out[name] = tensor.contiguous() if ptr not in seen else tensor.clone().contiguous()
+        seen.add(ptr)
+    return out
 
 
 def train_sft(config: SFTConfig) -> SFTResult:
