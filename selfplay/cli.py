@@ -186,11 +186,10 @@ def main(argv: list[str]) -> int:
             min_hops=args.hops[0], max_hops=args.hops[1], promote_at=args.promote_at
         ),
     )
-    try:
-        with _stdout_to_stderr():
-            summary = run(args.graph, config=config)
-    except ConnectionError as err:  # the server at --base-url: not running, or a wrong URL
-        raise UserError(str(err)) from None
+    # a server at --base-url that cannot be reached raises ConnectionError: the root prints it in
+    # one line and exits 1 (a failure), as for an unreachable Neo4j
+    with _stdout_to_stderr():
+        summary = run(args.graph, config=config)
     if args.json:
         print(json.dumps(summary.to_dict(), sort_keys=True))
     else:

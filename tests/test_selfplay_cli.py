@@ -42,7 +42,7 @@ def test_an_unreachable_openai_server_is_one_line_naming_the_url(sqlite_url, cap
     _world(sqlite_url)
     url = f"http://127.0.0.1:{free_port()}/v1"
     argv = ["selfplay", "run", "--engine", "openai", "--base-url", url, "--model", "m"]
-    assert kag_main([*argv, "--tasks", "1", "--no-progress", "--graph", sqlite_url]) == 2
+    assert kag_main([*argv, "--tasks", "1", "--no-progress", "--graph", sqlite_url]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"kag selfplay: error: cannot reach the model server at {url}")
     assert "Traceback" not in err and len(err.splitlines()) == 1
