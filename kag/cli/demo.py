@@ -45,14 +45,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--workdir", type=Path, default=Path("demo"), help="where everything goes (default: demo/)"
     )
-    parser.add_argument("--size", type=int, default=400, help="entities in the synthetic world")
+    parser.add_argument("--size", type=int, default=800, help="entities in the synthetic world")
     parser.add_argument(
-        "--demos", type=int, default=1500, help="oracle demonstrations to train on (default 1500)"
+        "--demos", type=int, default=4000, help="oracle demonstrations to train on (default 4000)"
     )
     parser.add_argument(
         "--tasks", type=int, default=32, help="fresh tasks the model is run on (default 32)"
     )
-    parser.add_argument("--epochs", type=int, default=3, help="SFT epochs (default 3)")
+    parser.add_argument("--epochs", type=int, default=4, help="SFT epochs (default 4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="delete the workdir first")
     args = parser.parse_args(argv)
