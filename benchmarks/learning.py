@@ -181,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     models = [(0, model)] + sorted(
         (int(p.name.split("-")[1]), p) for p in (work / "sft-run" / "models").glob("step-*")
     )
-    if models[-1][0] < result.steps - 2:  # the last save is (nearly) the final model
-        models.append((result.steps, result.model_dir))
+    if (
+        models[-1][0] >= result.steps - 2
+    ):  # a save (nearly) at the end: the final model stands for it
+        models.pop()
+    models.append((result.steps, result.model_dir))
     curve = []
     for step, path in models:
         point = _accept_rate(graph, Path(path), heldout, max_turns=args.max_turns)
