@@ -181,9 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     models = [(0, model)] + sorted(
         (int(p.name.split("-")[1]), p) for p in (work / "sft-run" / "models").glob("step-*")
     )
-    if (
-        models[-1][0] >= result.steps - 2
-    ):  # a save (nearly) at the end: the final model stands for it
+    # a save made (nearly) at the end: the final model stands for it
+    if len(models) > 1 and models[-1][0] >= result.steps - 2:
         models.pop()
     models.append((result.steps, result.model_dir))
     curve = []
