@@ -63,7 +63,7 @@ def test_question_uses_the_graph_phrases_and_edits_to_them(world_graph):
     r1, r2 = task.path["relations"]
     assert task.question == (
         f"What is the {r2.replace('_', ' ')} thing of the {r1.replace('_', ' ')} thing of "
-        f"{start_name}?"
+        f'"{start_name}"?'
     )
 
 
