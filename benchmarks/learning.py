@@ -41,14 +41,15 @@ def _kag(argv: list[str]) -> None:
 
 def _heldout_tasks(graph_url: str, n: int, seed: int) -> list:
     from kag.stores import open_store
-    from selfplay.graph_tools import default_registry
+    from selfplay.config import SelfPlayConfig
+    from selfplay.generation import build_tools
     from selfplay.proposer import Proposer, ProposerConfig
     from selfplay.scoring import Scorer
     from selfplay.writeback import write_tasks
 
     store = open_store(graph_url)
     try:
-        scorer = Scorer(default_registry(store, sandbox=None))
+        scorer = Scorer(build_tools(store, SelfPlayConfig(engine="oracle")))
         scorer.persist(store)
         proposer = Proposer(store, config=ProposerConfig(verifiers=tuple(scorer.verifier_ids)))
         tasks = proposer.propose(n, hops=2, seed=seed).tasks
@@ -63,15 +64,16 @@ def _heldout_tasks(graph_url: str, n: int, seed: int) -> list:
 def _accept_rate(graph_url: str, model_dir: Path, tasks: list, *, max_turns: int) -> dict:
     """Greedy rollouts of `tasks` with the model on vLLM; verdicts from the default verifiers."""
     from kag.stores import open_store
+    from selfplay.config import SelfPlayConfig
     from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
-    from selfplay.graph_tools import default_registry
+    from selfplay.generation import build_tools
     from selfplay.scoring import Scorer
     from selfplay.solver import EnginePolicy, Solver, SolverConfig
 
     store = open_store(graph_url)
     engine = VLLMEngine(model_dir, config=VLLMEngineConfig(dtype="float32", kv_cache_gib=0.5))
     try:
-        tools = default_registry(store, sandbox=None)
+        tools = build_tools(store, SelfPlayConfig(engine="oracle"))
         solver = Solver(
             EnginePolicy(engine, temperature=0.0),
             tools,

@@ -21,11 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from checkpoints import check_model_dir
-
 __all__ = [
     "TinyModelConfig",
-    "check_model_dir",
     "build_tiny_model",
     "build_tokenizer",
     "synthetic_corpus",

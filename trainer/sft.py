@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from checkpoints import check_model_dir
 from trainer.attention import (
     attention_kwargs,
     flatten_rows,
@@ -52,7 +53,6 @@ from trainer.distributed import (
     wrap_model,
 )
 from trainer.metrics import MetricsLogger
-from trainer.models import check_model_dir
 from trainer.moe import router_stats
 from trainer.packing import (
     IGNORE_INDEX,
