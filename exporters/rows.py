@@ -70,6 +70,7 @@ def sft_row(sel: SelectedTrajectory) -> dict[str, Any]:
         "id": t.id,
         "task_id": task.id,
         "trajectory_id": t.id,
+        "family": task.family,
         "domain": task.domain,
         "messages": sel.messages,
         "tools": sel.tools,

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 #: version of the dataset layout; readers compare it with `manifest.json["schema_version"]`
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 DatasetKind = Literal["sft", "rl", "opd"]
 DATASET_KINDS: tuple[str, ...] = ("sft", "rl", "opd")
@@ -66,6 +66,7 @@ COMMON_FIELDS: tuple[pa.Field, ...] = (
     pa.field("id", pa.string(), nullable=False),
     pa.field("task_id", pa.string(), nullable=False),
     pa.field("trajectory_id", pa.string()),
+    pa.field("family", pa.string()),
     pa.field("domain", pa.string()),
     pa.field("messages", pa.list_(MESSAGE_TYPE)),
     pa.field("tools", pa.string()),

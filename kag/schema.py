@@ -49,6 +49,7 @@ __all__ = [
     "relation_token",
     "versioned_id",
     "node_class",
+    "TASK_FAMILIES",
 ]
 
 MAX_ID_LENGTH = 1024
@@ -362,6 +363,8 @@ class Verifier(Node):
 
 
 TASK_STATUSES = ("proposed", "active", "retired", "rejected")
+#: the task families of the four teacher domains (DESIGN section 3)
+TASK_FAMILIES = ("search", "compute", "tool_use", "instruction")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -369,7 +372,8 @@ class Task(Node):
     """A verifiable task x = (q, d, y*, E_q, V_q).
 
     `path` is the walk behind the task: entity ids and the relation type of each hop, as
-    ``{"entities": [e0, e1, ...], "relations": [r1, ...]}``; `answers` are answer entity names.
+    ``{"entities": [e0, e1, ...], "relations": [r1, ...]}``; `answers` are answer entity names;
+    `family` is one of `TASK_FAMILIES` (the teacher domain whose verifiers and tools apply).
     """
 
     KIND: ClassVar[str] = "Task"
@@ -382,9 +386,12 @@ class Task(Node):
     walk_signature: str = ""
     status: str = "active"
     path: Mapping[str, Any] = field(default_factory=dict)
+    family: str = "search"
 
     @classmethod
     def _coerce(cls, data: dict[str, Any]) -> dict[str, Any]:
+        if data.get("family") is None:  # a record written before families existed
+            data.pop("family", None)
         for name in ("answers", "answer_ids"):
             if name in data:
                 data[name] = _str_tuple(data[name])
@@ -394,6 +401,7 @@ class Task(Node):
         _check_str(self, "question", empty_ok=False)
         _check_number(self, "hops", integer=True, minimum=0)
         _check_choice(self, "status", TASK_STATUSES)
+        _check_choice(self, "family", TASK_FAMILIES)
         if not isinstance(self.answers, tuple) or not all(isinstance(a, str) for a in self.answers):
             raise self._fail("answers", "must be a list of strings")
         if not isinstance(self.answer_ids, tuple) or not all(

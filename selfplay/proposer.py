@@ -10,8 +10,8 @@ A walk `e0 -[r1]-> e1 -[r2]-> ... -[rH]-> eH` becomes a `Task`:
 | verifiers     | the ids in `ProposerConfig.verifiers` (CHECKED_BY edges)                      |
 | id            | `task:` + the walk signature, so reruns never duplicate a task                |
 
-Tasks whose question names one of their answers (a shortcut) or that reach too many answers are
-rejected; walks whose signature is already a task (in this batch or in the graph) are skipped.
+Tasks whose question names one of their answers (a shortcut, `selfplay.answers.leaked_answer`, the
+check the `no_shortcut` verifier makes) or that reach too many answers are rejected; walks whose signature is already a task (in this batch or in the graph) are skipped.
 
 >>> proposer = Proposer(graph, config=ProposerConfig(verifiers=("answer_match@1",)))  # doctest: +SKIP
 >>> proposer.propose(8, hops=2, seed=0).tasks[0].question  # doctest: +SKIP
@@ -32,6 +32,7 @@ from kag.coverage import Coverage
 from kag.schema import Entity, Task
 from kag.stores.base import GraphStore
 from kag.walks import CSRGraph, Walk, WalkMode, sample_walks
+from selfplay.answers import leaked_answer
 
 __all__ = [
     "ProposerConfig",
@@ -40,7 +41,6 @@ __all__ = [
     "relation_phrase",
     "render_question",
     "task_id_for",
-    "contains_answer",
 ]
 
 TASK_ID_PREFIX = "task:"
@@ -87,22 +87,6 @@ def render_question(start_name: str, phrases: Sequence[str]) -> str:
         return f"What is {text}?"
     chain = ", then ".join(f'"{p.replace("{x}", "it")}"' for p in phrases)
     return f'Start from "{start_name}" and follow {chain}. Which entities do you reach?'
-
-
-def contains_answer(question: str, answers: Iterable[str]) -> str | None:
-    """The first answer the question names as a whole word (case-insensitive), else None.
-
-    >>> contains_answer('Start from "Paris" and follow "capital of".', ["France", "paris"])
-    'paris'
-    >>> contains_answer('Start from "Parisian".', ["Paris"]) is None
-    True
-    """
-    low = question.casefold()
-    for answer in answers:
-        a = answer.strip().casefold()
-        if a and re.search(rf"(?<!\w){re.escape(a)}(?!\w)", low):
-            return answer
-    return None
 
 
 def task_id_for(signature: str) -> str:
@@ -334,7 +318,7 @@ class Proposer:
         answers = tuple(
             (answer_entities[a].name if a in answer_entities else "") or a for a in answer_ids
         )
-        if contains_answer(question, answers) is not None:
+        if leaked_answer(question, answers) is not None:
             dropped["shortcut"] += 1
             return None
         return Task(
@@ -380,7 +364,7 @@ class Proposer:
                 text
                 and len(text) < 4 * len(task.question)
                 and start_name.casefold() in text.casefold()
-                and contains_answer(text, task.answers) is None
+                and leaked_answer(text, task.answers) is None
             )
             if ok:
                 props = {**task.props, "template_question": task.question, "rewritten": True}

@@ -28,13 +28,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from kag.schema import Step, Task, Verification, Verifier
 from kag.stores.base import GraphBatch
+from selfplay.answers import answers_match, leaked_answer, normalize_answer
 from selfplay.graph_tools import entity_ids_in
 from selfplay.parsing import extract_answer
 
@@ -53,8 +53,6 @@ __all__ = [
     "SuiteResult",
     "VERIFIERS",
     "build_verifier",
-    "normalize_answer",
-    "answers_match",
     "verification_id",
     "trajectory_messages",
     "touched_entity_ids",
@@ -168,38 +166,6 @@ def _final_answer(messages: Sequence[Mapping[str, Any]]) -> str | None:
         if m.get("role") == "assistant":
             return extract_answer(m.get("content") or "")
     return None
-
-
-# --------------------------------------------------------------------------- normalisation
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = re.compile(r"[^\w\s]|_")
-
-
-def normalize_answer(text: str) -> str:
-    """Answer text for comparison: accents, case, punctuation, articles and extra spaces dropped.
-
-    >>> normalize_answer("  The Beatles! ")
-    'beatles'
-    >>> normalize_answer("Zoë_Saldaña")
-    'zoe saldana'
-    """
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
-    text = _PUNCT.sub(" ", text)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
-
-
-def answers_match(candidate: str, gold: str) -> bool:
-    """Whether two answers are the same after `normalize_answer` (spaces ignored, so
-    "Jean-Paul" and "JeanPaul" match).
-
-    >>> answers_match("the united states", "United States")
-    True
-    """
-    a, b = normalize_answer(candidate), normalize_answer(gold)
-    return bool(a) and (a == b or a.replace(" ", "") == b.replace(" ", ""))
 
 
 # --------------------------------------------------------------------------- verifiers
@@ -393,15 +359,10 @@ class NoShortcut(TrajectoryVerifier):
     def verify(
         self, task: Task, trajectory: Any = (), context: VerifyContext | None = None
     ) -> VerifierResult:
-        question = f" {normalize_answer(task.question)} "
-        leaked = [
-            a
-            for a in task.answers
-            if normalize_answer(a) and f" {normalize_answer(a)} " in question
-        ]
+        leaked = leaked_answer(task.question, task.answers)
         if leaked:
             return VerifierResult(
-                passed=False, score=0.0, detail=f"the question contains the answer {leaked[0]!r}"
+                passed=False, score=0.0, detail=f"the question contains the answer {leaked!r}"
             )
         return VerifierResult(passed=True, score=1.0, detail="the question contains no answer")
 

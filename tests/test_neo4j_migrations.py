@@ -65,11 +65,11 @@ def _recorded(store: Neo4jStore) -> list[tuple[int, str, str]]:
 
 def test_upgrade_applies_files_in_order_and_records_their_checksums(bare_url):
     store = Neo4jStore(bare_url)
-    assert store.upgrade() == ["V0001__constraints", "V0002__indexes", "V0003__relation_namespace"]
+    assert store.upgrade() == ["V0001__constraints", "V0002__indexes", "V0003__relation_namespace", "V0004__task_family"]
     constraints, indexes = _schema(store)
     assert {"entity_id", "step_id", "relation_type_token", "kag_migration_version"} <= constraints
     assert {"entity_name", "trajectory_task", "step_trajectory"} <= indexes
-    names = ["V0001__constraints", "V0002__indexes", "V0003__relation_namespace"]
+    names = ["V0001__constraints", "V0002__indexes", "V0003__relation_namespace", "V0004__task_family"]
     assert _recorded(store) == [
         (i, name, hashlib.sha256((MIGRATIONS_DIR / f"{name}.cypher").read_bytes()).hexdigest())
         for i, name in enumerate(names, start=1)
@@ -100,13 +100,13 @@ def test_id_uniqueness_is_enforced_by_the_database_itself(neo4j_url):
 def test_a_new_migration_file_is_applied_after_the_recorded_ones(bare_url, tmp_path):
     shutil.copytree(MIGRATIONS_DIR, tmp_path / "m")
     store = Neo4jConfig(migrations_dir=tmp_path / "m").build(bare_url)
-    assert store.upgrade() == ["V0001__constraints", "V0002__indexes", "V0003__relation_namespace"]
-    (tmp_path / "m" / "V0004__run_status.cypher").write_text(
+    assert store.upgrade() == ["V0001__constraints", "V0002__indexes", "V0003__relation_namespace", "V0004__task_family"]
+    (tmp_path / "m" / "V0005__run_status.cypher").write_text(
         "// runs by status\nCREATE INDEX run_status IF NOT EXISTS FOR (n:Run) ON (n.status);\n"
     )
-    assert store.upgrade() == ["V0004__run_status"]
+    assert store.upgrade() == ["V0005__run_status"]
     assert "run_status" in _schema(store)[1]
-    assert [v for v, _, _ in _recorded(store)] == [1, 2, 3, 4]
+    assert [v for v, _, _ in _recorded(store)] == [1, 2, 3, 4, 5]
     store.close()
 
 
@@ -118,23 +118,23 @@ def test_an_applied_file_that_changed_stops_the_upgrade_before_anything_runs(bar
     edited.write_text(
         edited.read_text() + "CREATE INDEX sneaky IF NOT EXISTS FOR (n:Task) ON (n.hops);\n"
     )
-    (tmp_path / "m" / "V0004__later.cypher").write_text(
+    (tmp_path / "m" / "V0005__later.cypher").write_text(
         "CREATE INDEX later IF NOT EXISTS FOR (n:Run) ON (n.kind);\n"
     )
     with pytest.raises(StoreError, match=r"V0002__indexes.cypher changed after it was applied"):
         store.upgrade()
     assert not {"sneaky", "later"} & _schema(store)[1]
-    assert [v for v, _, _ in _recorded(store)] == [1, 2, 3]
+    assert [v for v, _, _ in _recorded(store)] == [1, 2, 3, 4]
     store.close()
 
 
 def test_a_graph_migrated_by_a_newer_kag_is_refused(bare_url, tmp_path):
     shutil.copytree(MIGRATIONS_DIR, tmp_path / "new")
-    (tmp_path / "new" / "V0004__future.cypher").write_text(
+    (tmp_path / "new" / "V0005__future.cypher").write_text(
         "CREATE INDEX future IF NOT EXISTS FOR (n:Run) ON (n.kind);\n"
     )
     Neo4jConfig(migrations_dir=tmp_path / "new").build(bare_url).upgrade()
-    with pytest.raises(StoreError, match=r"V0004__future applied, which is not in"):
+    with pytest.raises(StoreError, match=r"V0005__future applied, which is not in"):
         Neo4jStore(bare_url).upgrade()
 
 
@@ -183,7 +183,7 @@ def test_relation_namespace_migration_moves_relations_off_the_lineage_types(bare
             "(a)-[:film_genre {type: '/film/genre', props: '{\"w\":1}'}]->(b), "
             "(d)-[:CONTAINS {props: '{}'}]->(t)"
         ).consume()
-    assert store.upgrade() == ["V0003__relation_namespace"]
+    assert store.upgrade() == ["V0003__relation_namespace", "V0004__task_family"]
     types = {r["t"] for r in store.read("MATCH ()-[r]->() RETURN DISTINCT type(r) AS t")}
     assert types == {"rel_CONTAINS", "rel_film_genre", "CONTAINS"}
     lineage = store.read("MATCH (x)-[:CONTAINS]->(y) RETURN x.id AS x, y.id AS y")

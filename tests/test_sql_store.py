@@ -52,7 +52,7 @@ def test_upgrade_reports_the_migrations_it_applied_once(tmp_path):
 
     store = SQLStore(f"sqlite:///{tmp_path / 'kag.db'}")
     try:
-        assert store.upgrade() == ["0001"]
+        assert store.upgrade() == ["0001", "0002"]
         assert store.upgrade() == []
     finally:
         store.close()

@@ -100,6 +100,7 @@ INDEXES = [
     sa.Index("ix_relations_dst", relations.c.dst, relations.c.rel),
     sa.Index("ix_edges_target", edges.c.kind, edges.c.target),
     sa.Index("ix_tasks_signature", metadata.tables["tasks"].c.walk_signature),
+    sa.Index("ix_tasks_family", metadata.tables["tasks"].c.family),
     sa.Index("ix_trajectories_task", metadata.tables["trajectories"].c.task_id),
     sa.Index("ix_trajectories_run", metadata.tables["trajectories"].c.run_id),
     sa.Index(
