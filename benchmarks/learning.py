@@ -82,7 +82,7 @@ def _accept_rate(graph_url: str, model_dir: Path, tasks: list, *, max_turns: int
         start = time.perf_counter()
         rollouts = solver.solve(tasks, run_id=f"heldout-{model_dir.name}")
         wall = time.perf_counter() - start
-        scored = Scorer(tools).score(rollouts)
+        scored = Scorer(tools, store=store).score(rollouts)
     finally:
         engine.close()
         store.close()

@@ -42,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="trajectory verdict (default: accepted for sft, any for rl/opd)",
     )
+    f.add_argument(
+        "--family", action="append", default=[], metavar="F", help="task family (repeatable)"
+    )
+    f.add_argument(
+        "--keep-invalid-calls",
+        action="store_true",
+        help="keep trajectories with malformed or schema-invalid tool calls in sft exports "
+        "(left out by default)",
+    )
     f.add_argument("--min-turns", type=int, default=None, metavar="N")
     f.add_argument("--max-turns", type=int, default=None, metavar="N")
     f.add_argument("--min-hops", type=int, default=None, metavar="N")
@@ -113,6 +122,7 @@ def main(argv: list[str]) -> int:
 
     selection = Selection(
         run_id=tuple(args.run),
+        family=tuple(args.family),
         domain=tuple(args.domain),
         policy=tuple(args.policy),
         verdict=None
@@ -122,6 +132,7 @@ def main(argv: list[str]) -> int:
         max_turns=args.max_turns,
         min_hops=args.min_hops,
         max_hops=args.max_hops,
+        keep_invalid_calls=True if args.keep_invalid_calls else None,
     )
     result = export(
         args.kind,

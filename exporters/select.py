@@ -22,10 +22,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kag.schema import VERDICTS, Task, Trajectory
+from kag.schema import TASK_FAMILIES, VERDICTS, Task, Trajectory
 from kag.stores.base import GraphStore
 
 __all__ = [
+    "invalid_call_count",
     "Selection",
     "SelectedTrajectory",
     "SelectedTask",
@@ -36,6 +37,18 @@ __all__ = [
 
 #: tasks a user retired, or self-play rejected (e.g. shortcut questions), are never exported
 TASK_STATUSES_EXPORTED = ("active", "proposed")
+
+
+def invalid_call_count(trajectory: Trajectory) -> int:
+    """Malformed or schema-invalid tool calls of a trajectory, as scoring recorded them.
+
+    >>> invalid_call_count(Trajectory(id="t", task_id="q", props={"n_invalid_calls": 2}))
+    2
+    """
+    props = trajectory.props or {}
+    value = props.get("n_invalid_calls", props.get("n_malformed", 0))
+    return int(value or 0)
+
 
 _CHUNK = 900  # ids per IN-list query; stays under SQLite's bound-variable limit
 
@@ -63,14 +76,18 @@ class Selection:
     `None` means "no filter". A single string is accepted wherever a tuple of names is.
 
     - `run_id`, `policy`, `verdict`: fields of the trajectory (any of the given values).
-    - `domain`, `min_hops`/`max_hops`: fields of the trajectory's task.
+    - `family`, `domain`, `min_hops`/`max_hops`: fields of the trajectory's task.
     - `min_turns`/`max_turns`: the trajectory's `n_turns`, inclusive.
+    - `keep_invalid_calls`: keep trajectories with a malformed or schema-invalid tool call
+      (`Trajectory.props["n_invalid_calls"]`, else `n_malformed`); None means the kind's default:
+      `sft` leaves them out (a model would learn the broken calls), `rl` and `opd` keep them.
     - `verdict` defaults per kind: `sft` exports accepted trajectories only (`("accepted",)`);
       `rl` and `opd` consider every trajectory of a task.
     - `batch_size`: records read per query round trip (memory scales with it, not the graph).
     """
 
     run_id: tuple[str, ...] = ()
+    family: tuple[str, ...] = ()
     domain: tuple[str, ...] = ()
     policy: tuple[str, ...] = ()
     verdict: tuple[str, ...] | None = None
@@ -78,11 +95,17 @@ class Selection:
     max_turns: int | None = None
     min_hops: int | None = None
     max_hops: int | None = None
+    keep_invalid_calls: bool | None = None
     batch_size: int = 1000
 
     def __post_init__(self) -> None:
-        for name in ("run_id", "domain", "policy"):
+        for name in ("run_id", "family", "domain", "policy"):
             object.__setattr__(self, name, _names(getattr(self, name), name))
+        bad_family = [f for f in self.family if f not in TASK_FAMILIES]
+        if bad_family:
+            raise ValueError(
+                f"selection family {bad_family[0]!r} is not one of {list(TASK_FAMILIES)}"
+            )
         if self.verdict is not None:
             verdict = _names(self.verdict, "verdict")
             bad = [v for v in verdict if v not in VERDICTS]
@@ -109,10 +132,14 @@ class Selection:
             )
 
     def with_default_verdict(self, kind: str) -> Selection:
-        """This selection with the kind's default verdict filled in (sft: accepted only)."""
-        if self.verdict is None and kind == "sft":
-            return dataclasses.replace(self, verdict=("accepted",))
-        return self
+        """This selection with the kind's defaults filled in (sft: accepted trajectories only,
+        without invalid tool calls; rl and opd: every trajectory)."""
+        out = self
+        if out.verdict is None and kind == "sft":
+            out = dataclasses.replace(out, verdict=("accepted",))
+        if out.keep_invalid_calls is None:
+            out = dataclasses.replace(out, keep_invalid_calls=kind != "sft")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready filters, as recorded in the manifest and on the export Run."""
@@ -133,6 +160,8 @@ class Selection:
 
     def task_where(self) -> dict[str, Any]:
         where: dict[str, Any] = {"status": list(TASK_STATUSES_EXPORTED)}
+        if self.family:
+            where["family"] = list(self.family)
         if self.domain:
             where["domain"] = list(self.domain)
         if self.min_hops is not None and self.max_hops is not None:
@@ -144,9 +173,14 @@ class Selection:
             self.max_turns is None or n_turns <= self.max_turns
         )
 
+    def keeps_calls(self, trajectory: Trajectory) -> bool:
+        """False for a trajectory with invalid tool calls unless they are kept."""
+        return self.keep_invalid_calls is not False or invalid_call_count(trajectory) == 0
+
     def keeps_task(self, task: Task) -> bool:
         return (
             task.status in TASK_STATUSES_EXPORTED
+            and (not self.family or task.family in self.family)
             and (not self.domain or task.domain in self.domain)
             and (self.min_hops is None or task.hops >= self.min_hops)
             and (self.max_hops is None or task.hops <= self.max_hops)
@@ -316,18 +350,23 @@ def iter_trajectories(
 ) -> Iterator[list[SelectedTrajectory]]:
     """Batches of selected trajectories in trajectory id order.
 
-    `counters` (if given) receives `read` (trajectories matching the trajectory filters) and
-    `filtered` (dropped by turn, task or missing-task filters).
+    `counters` (if given) receives `read` (trajectories matching the trajectory filters),
+    `filtered` (dropped by turn, invalid-call, task or missing-task filters) and, among those,
+    `invalid_calls` (dropped for malformed or schema-invalid tool calls).
     """
     counters = counters if counters is not None else {}
     counters.setdefault("read", 0)
     counters.setdefault("filtered", 0)
+    counters.setdefault("invalid_calls", 0)
     reader = _Reader(store)
     for batch in store.iter_nodes(
         "Trajectory", where=selection.trajectory_where(), batch_size=selection.batch_size
     ):
         counters["read"] += len(batch)
         kept = [t for t in batch if selection.keeps_turns(t.n_turns)]
+        clean = [t for t in kept if selection.keeps_calls(t)]
+        counters["invalid_calls"] += len(kept) - len(clean)
+        kept = clean
         tasks = reader.nodes("Task", (t.task_id for t in kept))
         kept = [t for t in kept if t.task_id in tasks and selection.keeps_task(tasks[t.task_id])]
         counters["filtered"] += len(batch) - len(kept)
@@ -359,7 +398,7 @@ def iter_tasks(
         counters["read"] += len(tasks)
         matching: dict[str, list[Trajectory]] = defaultdict(list)
         for traj in reader.iter_where("Trajectory", "task_id", list(tasks), **traj_where):
-            if selection.keeps_turns(traj.n_turns):
+            if selection.keeps_turns(traj.n_turns) and selection.keeps_calls(traj):
                 matching[traj.task_id].append(traj)
         selected = sorted(matching)
         counters["filtered"] += len(tasks) - len(selected)

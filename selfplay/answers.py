@@ -38,8 +38,10 @@ __all__ = [
 
 # dotted initials such as "A.I." or "U.S.A": letters only, so "3.14" keeps its digits apart
 _INITIALS = re.compile(r"(?<![^\W\d_])((?:[^\W\d_]\.){1,}[^\W\d_])\.?(?![^\W\d_])")
-# every character that is not a word character, a space or a meaningful symbol (+ and #)
-_PUNCT = re.compile(r"[^\w\s+#]|_")
+# every character that is not a word character, a space or a meaningful symbol (+, #, and the
+# decimal point of a number: "3.14" is not "314")
+_PUNCT = re.compile(r"[^\w\s+#.]|_|(?<!\d)\.|\.(?!\d)")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _LEADING_ARTICLE = re.compile(r"^(?:a|an|the)\s+(?=\S)")
 _LIST_SEPARATORS = (";", "\n", "|", ",")
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")
@@ -48,8 +50,9 @@ _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")
 def normalize_answer(text: str) -> str:
     """Answer text for comparison.
 
-    Accents and case are dropped, `&` reads as "and", dotted initials close up, punctuation
-    becomes space (`+` and `#` stay: they tell "C++" and "C#" from "C"), a leading article
+    Accents and case are dropped, `&` reads as "and", dotted initials close up, thousands
+    separators go, punctuation becomes space (`+`, `#` and a decimal point stay: they tell
+    "C++" and "C#" from "C", and "3.14" from "314"), a leading article
     ("a", "an", "the") and the article after a subtitle colon are dropped, spaces are squeezed.
 
     >>> normalize_answer("  The Beatles! ")
@@ -63,7 +66,7 @@ def normalize_answer(text: str) -> str:
     """
     text = unicodedata.normalize("NFKD", text)
     text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
-    text = text.replace("&", " and ")
+    text = _THOUSANDS.sub("", text.replace("&", " and "))
     text = _INITIALS.sub(lambda m: m.group(1).replace(".", ""), text)
     parts = [_PUNCT.sub(" ", p) for p in text.split(":")]
     parts = [_LEADING_ARTICLE.sub("", " ".join(p.split())) for p in parts]
@@ -136,13 +139,14 @@ class AnswerScore:
         return 2 * p * r / (p + r) if p + r else 0.0
 
 
-def score_answer(answer: str, golds: Sequence[str]) -> AnswerScore:
-    """Precision and recall of `answer` (one item or a list) against `golds`.
+def score_answer(answer: str, golds: Sequence[str], *, as_list: bool = True) -> AnswerScore:
+    """Precision and recall of `answer` (a list, or one item when `as_list` is False) against
+    `golds`.
 
     >>> s = score_answer("Paris", ["Paris", "Lyon"]); (s.precision, s.recall, round(s.f1, 3))
     (1.0, 0.5, 0.667)
     """
-    items = answer_items(answer, golds)
+    items = answer_items(answer, golds) if as_list else _distinct([answer])
     gold_keys = _distinct(golds)
     matched_items = [i for i in items if any(answers_match(i, g) for g in gold_keys)]
     covered = [g for g in gold_keys if any(answers_match(i, g) for i in items)]

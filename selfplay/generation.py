@@ -37,7 +37,7 @@ __all__ = ["RolloutSource", "build_policy", "build_tools"]
 class RolloutSource:
     """Rollouts of one Run (`run_id` makes their ids): a solver over `policy` and `tools`, scored.
 
-    `scorer` defaults to `Scorer(tools)` (the default verifier suite). The source writes nothing
+    `scorer` defaults to `Scorer(tools, store=store)` (the default verifier suite). The source writes nothing
     until `generate` (or `persist`) is called; `solve` leaves writing to its caller.
     """
 
@@ -55,7 +55,7 @@ class RolloutSource:
         self.run_id = run_id
         self.tools = tools
         self.solver = Solver(policy, tools, config=solver)
-        self.scorer = scorer or Scorer(tools)
+        self.scorer = scorer or Scorer(tools, store=store)
 
     def persist(self) -> None:
         """Upsert the Tool and Verifier nodes the rollouts' edges point at (idempotent)."""

@@ -8,11 +8,12 @@ verifiers and write-back, in the same message format (`policy="oracle"`). Its tu
 |--------|------------------------------------------------------------------------------------|
 | 1      | `search_entities(query=<name of e0>)`                                              |
 | 1 + k  | `get_relations(entity_id=e, relation=rk)` for each entity e reached after k-1 hops |
-| H + 2  | `<answer>names of the entities reached after H hops</answer>` (joined by "; "; only |
-|        | the path's end when a name holds a list separator such as a comma)                 |
+|        | (path entity first; more turns when a hop has more than `max_calls_per_turn`)     |
+| last   | `<answer>names of every entity reached after H hops</answer>`, joined by "; " (or  |
+|        | another separator when a name holds ";")                                           |
 
 It reads the entities reached from the tool observations (set semantics, as the proposer's
-answers), path entity first, at most `max_calls_per_turn` calls per hop. `malformed_turns=n`
+answers), so it names every answer, as `answer_match@2` requires. `malformed_turns=n`
 starts with n turns that write a malformed tool call, to exercise the error path.
 
 >>> Solver(OraclePolicy(), registry).solve(tasks, run_id="gold")  # doctest: +SKIP
@@ -21,7 +22,6 @@ starts with n turns that write a malformed tool call, to exercise the error path
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,8 +32,8 @@ __all__ = ["OraclePolicy", "ANSWER_SEPARATOR"]
 
 #: how the oracle joins several answers inside one `<answer>` block
 ANSWER_SEPARATOR = "; "
-# characters answer_match reads as list separators
-_LIST_SEPARATORS = re.compile(r"[;,|\n]")
+#: the separators it falls back on when a name holds the first (answer_match reads each)
+ANSWER_SEPARATORS = ("; ", " | ", "\n", ", ")
 
 
 class OraclePolicy:
@@ -64,64 +64,73 @@ class OraclePolicy:
         relations = list(task.path.get("relations", []))
         if not entities or len(relations) != len(entities) - 1:
             return "<answer></answer>"
-        turns = _turns(r.messages)
-        n = len(turns)
+        n = sum(m["role"] == "assistant" for m in r.messages)
         if n < self.malformed_turns and not request.final:
             return (
                 "<think>Look up the start entity.</think>\n<tool_call>\n"
                 '{"name": "search_entities", "arguments": {"query": </tool_call>'
             )
-        step = n - self.malformed_turns
-        # hop k's observations are those of the turn that followed relation k
-        reached = [[entities[0]]]
-        for k, relation in enumerate(relations, start=1):
-            turn_index = self.malformed_turns + k
-            if turn_index >= n:
-                break
-            found = _reached(turns[turn_index], relation)
-            path_entity = entities[k]
-            reached.append(_path_first(found, path_entity))
-        if request.final or step > len(relations):
-            return self._answer(turns, relations, reached)
-        if step == 0:
+        if n == self.malformed_turns and not request.final:
             name = str(task.props.get("start_name") or entities[0])
             return _call_text(
                 f'Find the start entity "{name}".',
                 [("search_entities", {"query": name})],
             )
-        relation = relations[step - 1]
-        frontier = reached[step - 1][: self.max_calls_per_turn]
-        return _call_text(
-            f'Hop {step}: follow "{relation}" from {len(frontier)} entit'
-            f"{'y' if len(frontier) == 1 else 'ies'}.",
-            [("get_relations", {"entity_id": e, "relation": relation}) for e in frontier],
-        )
+        expanded = _expansions(r.messages)
+        # hop k's frontier: what relations 1..k reached from the start, path entity first
+        frontier = [entities[0]]
+        for k, relation in enumerate(relations, start=1):
+            pending = [e for e in frontier if (e, relation) not in expanded]
+            if pending:
+                if request.final:
+                    return "<think>Out of turns before the last hop.</think>\n<answer></answer>"
+                batch = pending[: self.max_calls_per_turn]
+                return _call_text(
+                    f'Hop {k}: follow "{relation}" from {len(batch)} entit'
+                    f"{'y' if len(batch) == 1 else 'ies'}.",
+                    [("get_relations", {"entity_id": e, "relation": relation}) for e in batch],
+                )
+            found = sorted({t for e in frontier for t in expanded[(e, relation)]})
+            frontier = _path_first(found, entities[k]) if found else []
+            if not frontier:
+                break
+        return self._answer(frontier, _names(r.messages))
 
-    def _answer(
-        self, turns: list[list[dict[str, Any]]], relations: list[str], reached: list[list[str]]
-    ) -> str:
-        if len(reached) <= len(relations):
-            return "<think>Out of turns before the last hop.</think>\n<answer></answer>"
-        last = self.malformed_turns + len(relations)
-        names = _names(turns[last], reached[-1])
-        if len(names) > 1 and any(_LIST_SEPARATORS.search(n) for n in names):
-            # a name like "Salò, or the 120 Days of Sodom" would read as a list: answer with the
-            # path's own end alone, which is one valid answer
-            names = names[:1]
+    def _answer(self, reached: list[str], names: dict[str, str]) -> str:
+        answers = list(dict.fromkeys(names.get(i, i) for i in reached))
+        # join with a separator no name holds, so answer_match reads the list item by item
+        sep = next(
+            (s for s in ANSWER_SEPARATORS if not any((s.strip() or s) in a for a in answers)),
+            ANSWER_SEPARATOR,
+        )
         return (
-            f"<think>{len(names)} entit{'y' if len(names) == 1 else 'ies'} reached.</think>\n"
-            f"<answer>{ANSWER_SEPARATOR.join(names)}</answer>"
+            f"<think>{len(answers)} entit{'y' if len(answers) == 1 else 'ies'} reached.</think>\n"
+            f"<answer>{sep.join(answers)}</answer>"
         )
 
 
-def _turns(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """The tool observations after each assistant message, one list per assistant turn."""
-    out: list[list[dict[str, Any]]] = []
+def _expansions(messages: list[dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
+    """(entity id, relation) -> ids that `get_relations` returned, over every call so far."""
+    calls: dict[str, tuple[str, str]] = {}
+    out: dict[tuple[str, str], list[str]] = {}
     for m in messages:
         if m["role"] == "assistant":
-            out.append([])
-        elif m["role"] == "tool" and out:
-            out[-1].append(m)
+            for c in m.get("tool_calls") or ():
+                fn = c.get("function") or {}
+                if fn.get("name") != "get_relations":
+                    continue
+                try:
+                    args = json.loads(fn.get("arguments") or "{}")
+                except json.JSONDecodeError:
+                    continue
+                calls[str(c.get("id"))] = (args.get("entity_id"), args.get("relation"))
+        elif m["role"] == "tool" and str(m.get("tool_call_id")) in calls:
+            key = calls[str(m.get("tool_call_id"))]
+            found = out.setdefault(key, [])
+            for obs in _observations([m]):
+                for rel in obs.get("relations", []):
+                    if rel.get("relation") == key[1] and rel.get("direction", "out") == "out":
+                        found.append(rel["id"])
     return out
 
 
@@ -137,21 +146,13 @@ def _observations(tool_messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return data
 
 
-def _reached(tool_messages: list[dict[str, Any]], relation: str) -> list[str]:
-    found: dict[str, None] = {}
-    for obs in _observations(tool_messages):
-        for rel in obs.get("relations", []):
-            if rel.get("relation") == relation and rel.get("direction", "out") == "out":
-                found.setdefault(rel["id"])
-    return sorted(found)
-
-
-def _names(tool_messages: list[dict[str, Any]], ids: list[str]) -> list[str]:
+def _names(messages: list[dict[str, Any]]) -> dict[str, str]:
+    """Entity id -> name, as the relations in the observations name them."""
     names: dict[str, str] = {}
-    for obs in _observations(tool_messages):
+    for obs in _observations([m for m in messages if m["role"] == "tool"]):
         for rel in obs.get("relations", []):
             names.setdefault(rel.get("id"), rel.get("name") or rel.get("id"))
-    return list(dict.fromkeys(names.get(i, i) for i in ids))
+    return names
 
 
 def _path_first(found: list[str], path_entity: str) -> list[str]:

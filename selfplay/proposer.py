@@ -13,7 +13,7 @@ A walk `e0 -[r1]-> e1 -[r2]-> ... -[rH]-> eH` becomes a `Task`:
 Tasks whose question names one of their answers (a shortcut, `selfplay.answers.leaked_answer`, the
 check the `no_shortcut` verifier makes) or that reach too many answers are rejected; walks whose signature is already a task (in this batch or in the graph) are skipped.
 
->>> proposer = Proposer(graph, config=ProposerConfig(verifiers=("answer_match@1",)))  # doctest: +SKIP
+>>> proposer = Proposer(graph, config=ProposerConfig(verifiers=("answer_match@2",)))  # doctest: +SKIP
 >>> proposer.propose(8, hops=2, seed=0).tasks[0].question  # doctest: +SKIP
 'What is the place where the city where "Ada Lovelace" was born is located?'
 """

@@ -329,7 +329,7 @@ class _SelfPlay:
         run_id = config.run_id or _default_run_id(config.seed)
         self.state = _RunState(config, run_id=run_id, policy_name=policy.name)
         self.tools = build_tools(store, config)
-        self.scorer = Scorer(self.tools)
+        self.scorer = Scorer(self.tools, store=store)
         self.source: Any = None
         if config.workers == 0:
             self.source = RolloutSource(

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from kag.schema import Task
 from kag.stores.base import GraphStore
+from selfplay.rewards import VerifierSuite
 from selfplay.rollout import Rollout
 from selfplay.tools import ToolRegistry
-from selfplay.verifiers import VerifierSuite, VerifyContext
+from selfplay.verifiers import VerifyContext, answer_path_entities
 from selfplay.writeback import ScoredRollout
 
 __all__ = ["Scorer"]
@@ -21,14 +23,23 @@ __all__ = ["Scorer"]
 
 class Scorer:
     """Runs `suite` (default: `VerifierSuite.default()`) on rollouts, with `tools` as the registry
-    that `tool_call_validity` checks calls against and `engine` for an LLM judge."""
+    that `tool_call_validity` checks calls against, `engine` for an LLM judge, and `store` (the
+    graph) for the tool-step check's answer paths (without it, the task's own path)."""
 
     def __init__(
-        self, tools: ToolRegistry, *, suite: VerifierSuite | None = None, engine: Any = None
+        self,
+        tools: ToolRegistry,
+        *,
+        suite: VerifierSuite | None = None,
+        engine: Any = None,
+        store: GraphStore | None = None,
     ) -> None:
         self.tools = tools
         self.suite = suite or VerifierSuite.default()
         self.engine = engine
+        self.store = store
+        # task id -> its answer-path entities: K samples of one task share one graph search
+        self._paths: dict[str, frozenset[str] | None] = {}
 
     @property
     def verifier_ids(self) -> list[str]:
@@ -48,6 +59,7 @@ class Scorer:
                 touched_entity_ids=r.touched_entity_ids,
                 n_malformed=r.n_malformed,
                 engine=self.engine,
+                answer_path_entities=self._answer_paths(r.task),
             )
             result = self.suite.evaluate(r.task, r, context)
             out.append(
@@ -56,6 +68,16 @@ class Scorer:
                     verdict="accepted" if result.accepted else "rejected",
                     reward=result.reward,
                     verifications=tuple(result.verifications(r.id)),
+                    props={"n_invalid_calls": result.invalid_calls},
                 )
             )
         return out
+
+    def _answer_paths(self, task: Task) -> frozenset[str] | None:
+        if self.store is None:
+            return None
+        if task.id not in self._paths:
+            if len(self._paths) > 10_000:
+                self._paths.clear()
+            self._paths[task.id] = answer_path_entities(self.store, task)
+        return self._paths[task.id]

@@ -1,26 +1,24 @@
 """Verifiers: checks of a trajectory against its task, each `name@version` with a Verifier record.
 
-| verifier (`name@1`)     | passes when                                                          | kind  |
-|-------------------------|----------------------------------------------------------------------|-------|
-| `answer_match`          | the final `<answer>` equals a valid answer (normalised text)         | rule  |
-| `evidence_coverage`     | every entity of the task's path was touched by a tool call           | rule  |
-| `process`               | at least one tool call per hop                                       | rule  |
-| `tool_call_validity`    | every call names a known tool with arguments valid for its schema    | rule  |
-| `no_shortcut`           | the question does not contain an answer                              | rule  |
-| `llm_judge`             | an engine, shown question, answers and reply, says CORRECT           | llm   |
+| verifier                | passes when                                                           | kind |
+|-------------------------|-----------------------------------------------------------------------|------|
+| `answer_match@2`        | the final `<answer>` lists every valid answer and nothing else        | rule |
+|                         | (precision and recall, `selfplay.answers`; score: their F1)           |      |
+| `evidence_coverage@2`   | the trajectory acted on every entity of the task's hop chain          | rule |
+| `process@1`             | at least one tool call per hop                                        | rule |
+| `tool_call_validity@1`  | no call is malformed or invalid for its tool's schema                 | rule |
+| `no_shortcut@1`         | the question names no answer (`selfplay.answers.leaked_answer`)       | rule |
+| `tool_step@1`           | per tool Step: call valid, observation informative, still on a path   | rule |
+|                         | that reaches an answer (Verifications with VERIFIES -> Step)          |      |
+| `llm_judge@1`           | an engine, shown question, answers and reply, says CORRECT            | llm  |
 
 Every verifier has `verify(task, trajectory, context) -> VerifierResult(passed, score, detail)`;
 `trajectory` is a list of DESIGN section 4 messages, a list of `Step`s, or any object with
 `.messages` (a solver `Rollout`). `passed` is None when the verifier cannot decide.
+`selfplay.rewards.VerifierSuite` combines them into acceptance and a reward.
 
-`VerifierSuite` combines them: a trajectory is accepted when every required verifier passes, and
-its reward is `outcome_weight * outcome score + process_weight * mean process score`
-(`RewardConfig`). `SuiteResult.verifications(subject_id)` gives the Verification records.
-
->>> suite = VerifierSuite.default()
->>> result = suite.evaluate(task, rollout, VerifyContext(registry=registry))  # doctest: +SKIP
->>> result.accepted, result.reward  # doctest: +SKIP
-(True, 1.0)
+>>> AnswerMatch().verify(task, rollout).passed  # doctest: +SKIP
+True
 """
 
 from __future__ import annotations
@@ -32,9 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from kag.schema import Step, Task, Verification, Verifier
-from kag.stores.base import GraphBatch
-from selfplay.answers import answers_match, leaked_answer, normalize_answer
+from kag.schema import Step, Task, Verifier
+from selfplay.answers import leaked_answer, normalize_answer, score_answer
 from selfplay.graph_tools import entity_ids_in
 from selfplay.parsing import extract_answer
 
@@ -48,13 +45,14 @@ __all__ = [
     "ToolCallValidity",
     "NoShortcut",
     "LLMJudge",
-    "RewardConfig",
-    "VerifierSuite",
-    "SuiteResult",
     "VERIFIERS",
     "build_verifier",
-    "verification_id",
     "trajectory_messages",
+    "ToolStep",
+    "tool_steps",
+    "ToolStepCheck",
+    "answer_path_entities",
+    "invalid_calls",
     "touched_entity_ids",
     "build_judge_prompt",
     "parse_judge_verdict",
@@ -69,6 +67,8 @@ class VerifierResult:
     passed: bool | None
     score: float
     detail: str = ""
+    #: named sub-checks behind the verdict (e.g. a tool step's `call_valid`, `observation`, `on_path`)
+    checks: Mapping[str, bool | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -79,13 +79,16 @@ class VerifyContext:
     `touched_entity_ids` are the entities the trajectory's tool calls touched, as the registry's
     observations reported them (recomputed from the messages when None, or taken from a
     `Rollout`); `n_malformed` counts tool calls the parser could not read (from a `Rollout` when
-    None); `engine` serves `llm_judge`.
+    None); `engine` serves `llm_judge`; `answer_path_entities` are the entities on some relation
+    chain of the task that still reaches an answer (`answer_path_entities(store, task)`; None:
+    the task's own path), which the `tool_step` check uses.
     """
 
     registry: Any = None
     touched_entity_ids: Sequence[str] | None = None
     n_malformed: int | None = None
     engine: Any = None
+    answer_path_entities: frozenset[str] | None = None
 
 
 # --------------------------------------------------------------------------- trajectory helpers
@@ -168,6 +171,85 @@ def _final_answer(messages: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolStep:
+    """One tool-result message with the call behind it.
+
+    `index` is the message index of the result; `name` and `arguments` are None for a call the
+    parser could not read (`malformed`); `acted_on` are the entity ids the call's arguments name
+    and `observed` the ids its observation names.
+    """
+
+    index: int
+    name: str | None
+    arguments: str | None
+    observation: str
+    malformed: bool
+    acted_on: tuple[str, ...] = ()
+    observed: tuple[str, ...] = ()
+
+
+def tool_steps(trajectory: Any) -> list[ToolStep]:
+    """The tool steps of a trajectory, each result paired with its call by `tool_call_id`.
+
+    A result whose id names no call (the solver's `malformed_*` ids) is a malformed call.
+
+    >>> msgs = [{"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function",
+    ...     "function": {"name": "get_entity", "arguments": '{"entity_id": "e1"}'}}]},
+    ...     {"role": "tool", "content": '{"id": "e1", "name": "Ada"}', "tool_call_id": "c1"}]
+    >>> [(s.name, s.acted_on, s.observed) for s in tool_steps(msgs)]
+    [('get_entity', ('e1',), ('e1',))]
+    """
+    messages = trajectory_messages(trajectory)
+    calls: dict[str, tuple[str, str]] = {}
+    unmatched: list[tuple[str, str]] = []
+    out: list[ToolStep] = []
+    for idx, m in enumerate(messages):
+        role = m.get("role")
+        if role == "assistant":
+            unmatched = []
+            for call_id, name, args in _tool_calls([m]):
+                calls[call_id] = (name, args)
+                unmatched.append((name, args))
+        elif role == "tool":
+            call_id = str(m.get("tool_call_id") or "")
+            if call_id in calls:
+                name, args = calls.pop(call_id)
+                if (name, args) in unmatched:
+                    unmatched.remove((name, args))
+            elif unmatched and not call_id.startswith("malformed_"):
+                name, args = unmatched.pop(0)  # results without ids come in call order
+            else:
+                name = args = None
+            content = str(m.get("content") or "")
+            out.append(
+                ToolStep(
+                    index=idx,
+                    name=name,
+                    arguments=args,
+                    observation=content,
+                    malformed=name is None,
+                    acted_on=tuple(entity_ids_in(_json_or_none(args))) if args else (),
+                    observed=tuple(entity_ids_in(_json_or_none(content))),
+                )
+            )
+    return out
+
+
+def _observation_problem(text: str) -> str | None:
+    """Why an observation tells the policy nothing (an error, or an empty result), else None."""
+    if not text.strip():
+        return "the observation is empty"
+    value = _json_or_none(text)
+    if isinstance(value, Mapping):
+        if "error" in value:
+            return f"the tool returned an error: {str(value['error'])[:120]}"
+        for key in ("results", "relations"):
+            if key in value and not value[key]:
+                return f"the tool returned no {key}"
+    return None
+
+
 # --------------------------------------------------------------------------- verifiers
 
 
@@ -208,19 +290,31 @@ def _names(values: Sequence[str], limit: int = 5) -> str:
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
-_LIST_SEPARATORS = (";", "\n", "|", ",")
-
-
 @dataclass(frozen=True, kw_only=True, slots=True)
 class AnswerMatch(TrajectoryVerifier):
-    """The `<answer>` of the final assistant message matches any valid answer.
+    """The final `<answer>` names the task's valid answers: scored by precision and recall.
 
-    With `allow_lists`, an answer listing several entities (separated by `;`, `,`, `|` or new
-    lines) passes when every listed item is a valid answer.
+    The answer is one item or a list (`selfplay.answers.answer_items`: `;`, new lines, `|` or
+    `,`); `precision` is the share of listed items that are valid answers, `recall` the share of
+    valid answers listed. It passes when both reach `min_precision` and `min_recall` (by default
+    every answer and nothing else); the score is their F1, so a partial answer scores below a
+    complete one and never passes by default.
     """
 
     name: ClassVar[str] = "answer_match"
+    version: ClassVar[str] = "2"
+    #: share of the valid answers the answer must list (1.0: all of them)
+    min_recall: float = 1.0
+    #: share of the listed items that must be valid answers (1.0: no wrong item)
+    min_precision: float = 1.0
+    #: read an answer of several items as a list (False: the whole answer is one item)
     allow_lists: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("min_recall", "min_precision"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"answer_match {name} must be in (0, 1], got {value!r}")
 
     def verify(
         self, task: Task, trajectory: Any, context: VerifyContext | None = None
@@ -236,55 +330,71 @@ class AnswerMatch(TrajectoryVerifier):
             return VerifierResult(
                 passed=None, score=0.0, detail=f"task {task.id!r} has no answers to compare with"
             )
-        for gold in task.answers:
-            if answers_match(answer, gold):
-                return VerifierResult(
-                    passed=True, score=1.0, detail=f"answer {answer!r} matches {gold!r}"
-                )
-        if self.allow_lists:
-            # one separator at a time: names may contain commas ("Salò, or the 120 Days of Sodom")
-            for sep in _LIST_SEPARATORS:
-                parts = [p for p in answer.split(sep) if p.strip()]
-                if len(parts) > 1 and all(
-                    any(answers_match(p, g) for g in task.answers) for p in parts
-                ):
-                    return VerifierResult(
-                        passed=True,
-                        score=1.0,
-                        detail=f"every item of {answer[:200]!r} is a valid answer",
-                    )
+        s = score_answer(answer, task.answers, as_list=self.allow_lists)
+        passed = s.precision >= self.min_precision and s.recall >= self.min_recall
+        n = len(set(map(normalize_answer, task.answers)))
+        detail = (
+            f"{s.matched}/{s.items} listed items valid, {round(s.recall * n)}/{n} answers named "
+            f"(precision {s.precision:.2f}, recall {s.recall:.2f}) in {answer[:160]!r}"
+        )
+        if not passed and s.matched == 0:
+            detail = f"answer {answer[:200]!r} matches none of {_names(list(task.answers))}"
         return VerifierResult(
-            passed=False,
-            score=0.0,
-            detail=f"answer {answer[:200]!r} matches none of {_names(list(task.answers))}",
+            passed=passed,
+            score=s.f1,
+            detail=detail,
+            checks={
+                "precision": s.precision >= self.min_precision,
+                "recall": s.recall >= self.min_recall,
+            },
         )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EvidenceCoverage(TrajectoryVerifier):
-    """Every entity on the task's path (`task.path["entities"]`) was touched by a tool call."""
+    """The trajectory walked the task's own hop chain: entities it acted on, not ones it saw.
+
+    For a path `e0 -r1-> e1 ... -rH-> eH` every `e0 .. e(H-1)` must be named in a call's
+    arguments (the policy expanded it), and `eH` must be acted on too or come back in the
+    observation of a call on `e(H-1)` (the last hop reached it). A task without relations (an
+    imported one with only its topic entity) needs each path entity acted on. An id that merely
+    appears in a broad search result counts for nothing. Score: the share of path entities covered.
+    """
 
     name: ClassVar[str] = "evidence_coverage"
+    version: ClassVar[str] = "2"
 
     def verify(
         self, task: Task, trajectory: Any, context: VerifyContext | None = None
     ) -> VerifierResult:
-        required = list(dict.fromkeys(task.path.get("entities") or ()))
-        if not required:
+        entities = list(task.path.get("entities") or ())
+        relations = list(task.path.get("relations") or ())
+        if not entities:
             return VerifierResult(
                 passed=None, score=0.0, detail=f"task {task.id!r} has no evidence path"
             )
-        touched = set(touched_entity_ids(trajectory, context))
-        missing = [e for e in required if e not in touched]
+        steps = [s for s in tool_steps(trajectory) if not s.malformed]
+        acted = {e for s in steps for e in s.acted_on}
+        chained = len(relations) == len(entities) - 1 and len(entities) > 1
+        reached_last: set[str] = set()
+        if chained:
+            before_last = entities[-2]
+            for s in steps:
+                if before_last in s.acted_on:
+                    reached_last.update(s.observed)
+        required = list(dict.fromkeys(entities))
+        last = entities[-1] if chained else None
+        missing = [e for e in required if e not in acted and not (e == last and e in reached_last)]
         score = (len(required) - len(missing)) / len(required)
         if missing:
             return VerifierResult(
                 passed=False,
                 score=score,
-                detail=f"{len(required) - len(missing)}/{len(required)} path entities touched; missing {_names(missing)}",
+                detail=f"{len(required) - len(missing)}/{len(required)} entities of the hop "
+                f"chain reached by acting on them; missing {_names(missing)}",
             )
         return VerifierResult(
-            passed=True, score=1.0, detail=f"all {len(required)} path entities touched"
+            passed=True, score=1.0, detail=f"all {len(required)} entities of the hop chain reached"
         )
 
 
@@ -312,42 +422,59 @@ class ProcessCheck(TrajectoryVerifier):
         )
 
 
+def invalid_calls(
+    trajectory: Any, context: VerifyContext | None = None
+) -> tuple[int, int, str | None]:
+    """`(invalid, total, first problem)` over a trajectory's tool calls.
+
+    Invalid: a call the parser could not read, or one the registry rejects (unknown tool, bad
+    JSON, arguments against the schema). Without a registry only unreadable calls count.
+    """
+    registry = context.registry if context is not None else None
+    steps = tool_steps(trajectory)
+    n_malformed = sum(s.malformed for s in steps)
+    recorded = context.n_malformed if context is not None else None
+    if recorded is None:
+        recorded = getattr(trajectory, "n_malformed", None)
+    if isinstance(recorded, int) and recorded > n_malformed:
+        n_malformed = recorded
+    problems = []
+    calls = _tool_calls(trajectory_messages(trajectory))
+    if registry is not None:
+        problems = [p for _, name, args in calls if (p := registry.validate_call(name, args))]
+    total = len(calls) + n_malformed
+    first = problems[0] if problems else ("a call could not be parsed" if n_malformed else None)
+    return len(problems) + n_malformed, total, first
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ToolCallValidity(TrajectoryVerifier):
-    """Every tool call names a registered tool and its arguments are valid against the schema.
+    """At most `max_invalid` tool calls are malformed or invalid for their tool's schema.
 
     Needs `context.registry`; calls the parser could not read (`n_malformed`) count as invalid.
+    Score: the share of valid calls.
     """
 
     name: ClassVar[str] = "tool_call_validity"
+    #: invalid calls a trajectory may make and still pass (0: none)
+    max_invalid: int = 0
 
     def verify(
         self, task: Task, trajectory: Any, context: VerifyContext | None = None
     ) -> VerifierResult:
-        registry = context.registry if context is not None else None
-        if registry is None:
+        if context is None or context.registry is None:
             return VerifierResult(
                 passed=None, score=0.0, detail="no tool registry given to check the calls against"
             )
-        calls = _tool_calls(trajectory_messages(trajectory))
-        malformed = (
-            context.n_malformed if context is not None and context.n_malformed is not None else None
-        )
-        if malformed is None:
-            malformed = int(getattr(trajectory, "n_malformed", 0) or 0)
-        problems = [
-            p for _, name, args in calls if (p := registry.validate_call(name, args)) is not None
-        ]
-        total = len(calls) + malformed
+        bad, total, first = invalid_calls(trajectory, context)
         if total == 0:
             return VerifierResult(passed=True, score=1.0, detail="no tool calls")
-        bad = len(problems) + malformed
         detail = f"{total - bad}/{total} tool calls valid"
-        if malformed:
-            detail += f"; {malformed} could not be parsed"
-        if problems:
-            detail += f"; first problem: {problems[0]}"
-        return VerifierResult(passed=bad == 0, score=(total - bad) / total, detail=detail)
+        if first:
+            detail += f"; first problem: {first}"
+        return VerifierResult(
+            passed=bad <= self.max_invalid, score=(total - bad) / total, detail=detail
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -365,6 +492,123 @@ class NoShortcut(TrajectoryVerifier):
                 passed=False, score=0.0, detail=f"the question contains the answer {leaked!r}"
             )
         return VerifierResult(passed=True, score=1.0, detail="the question contains no answer")
+
+
+# --------------------------------------------------------------------------- step checks
+
+
+def answer_path_entities(
+    store: Any, task: Task, *, max_frontier: int = 5_000
+) -> frozenset[str] | None:
+    """The entities on some chain of the task's relations from its start that reaches an answer.
+
+    Hop k's frontier is every entity the first k relations reach from the path's start; an entity
+    stays when the remaining relations lead from it to one of `task.answer_ids`. None when the
+    task has no relation path or answer ids, or a frontier grows past `max_frontier`.
+
+    >>> sorted(answer_path_entities(store, task))  # doctest: +SKIP
+    ['ada', 'london', 'uk']
+    """
+    entities = list(task.path.get("entities") or ())
+    relations = list(task.path.get("relations") or ())
+    answers = set(task.answer_ids)
+    if not entities or not relations or not answers:
+        return None
+    frontiers: list[set[str]] = [{entities[0]}]
+    edges: list[dict[str, set[str]]] = []
+    for relation in relations:
+        step: dict[str, set[str]] = {}
+        for node in frontiers[-1]:
+            targets = {
+                other.id
+                for rel, other in store.neighbors(node, relation=relation, direction="out")
+                if rel.source == node
+            }
+            if targets:
+                step[node] = targets
+        edges.append(step)
+        frontiers.append(set().union(*step.values()) if step else set())
+        if len(frontiers[-1]) > max_frontier:
+            return None
+    live = frontiers[-1] & answers
+    on_path = set(live)
+    for k in range(len(relations) - 1, -1, -1):
+        live = {node for node, targets in edges[k].items() if targets & live}
+        on_path |= live
+    return frozenset(on_path)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolStepCheck(TrajectoryVerifier):
+    """Step-level verification v_t of every tool step (one Verification per tool-result Step).
+
+    | check         | passes when                                                            |
+    |---------------|------------------------------------------------------------------------|
+    | `call_valid`  | the call parsed and the registry accepts it (tool, JSON, schema)       |
+    | `observation` | the observation is neither empty nor an error                          |
+    | `on_path`     | an entity the call acts on lies on a chain that still reaches an answer |
+    |               | (`context.answer_path_entities`, else the task's own path and answers); |
+    |               | undecided for calls on no entity (a search)                            |
+
+    A step passes when every decided check passes; its score is the share that passed.
+    `verify` gives the trajectory-level summary (the mean step score) used by the reward.
+    """
+
+    name: ClassVar[str] = "tool_step"
+
+    def verify_steps(
+        self, task: Task, trajectory: Any, context: VerifyContext | None = None
+    ) -> dict[int, VerifierResult]:
+        """Message index of each tool-result step -> its verdict."""
+        registry = context.registry if context is not None else None
+        on_path_ids = context.answer_path_entities if context is not None else None
+        if on_path_ids is None:
+            on_path_ids = frozenset([*(task.path.get("entities") or ()), *task.answer_ids])
+        out: dict[int, VerifierResult] = {}
+        for step in tool_steps(trajectory):
+            checks: dict[str, bool | None] = {}
+            why: list[str] = []
+            if step.malformed:
+                checks["call_valid"] = False
+                why.append("the call could not be parsed")
+            elif registry is not None:
+                problem = registry.validate_call(step.name, step.arguments)
+                checks["call_valid"] = problem is None
+                if problem:
+                    why.append(problem)
+            else:
+                checks["call_valid"] = None
+            problem = _observation_problem(step.observation)
+            checks["observation"] = problem is None
+            if problem:
+                why.append(problem)
+            if step.acted_on and not step.malformed:
+                checks["on_path"] = any(e in on_path_ids for e in step.acted_on)
+                if not checks["on_path"]:
+                    why.append(f"{_names(list(step.acted_on), 3)} lead to no answer")
+            else:
+                checks["on_path"] = None
+            decided = [v for v in checks.values() if v is not None]
+            out[step.index] = VerifierResult(
+                passed=all(decided),
+                score=sum(decided) / len(decided) if decided else 1.0,
+                detail="; ".join(why) or f"{step.name}: valid, informative, on a path to an answer",
+                checks=checks,
+            )
+        return out
+
+    def verify(
+        self, task: Task, trajectory: Any, context: VerifyContext | None = None
+    ) -> VerifierResult:
+        steps = self.verify_steps(task, trajectory, context)
+        if not steps:
+            return VerifierResult(passed=None, score=0.0, detail="no tool steps")
+        good = sum(r.passed is True for r in steps.values())
+        return VerifierResult(
+            passed=good == len(steps),
+            score=sum(r.score for r in steps.values()) / len(steps),
+            detail=f"{good}/{len(steps)} tool steps pass every check",
+        )
 
 
 # --------------------------------------------------------------------------- LLM judge
@@ -453,7 +697,15 @@ class LLMJudge(TrajectoryVerifier):
 #: verifier name -> class, to rebuild verifiers from their records
 VERIFIERS: dict[str, type[TrajectoryVerifier]] = {
     cls.name: cls
-    for cls in (AnswerMatch, EvidenceCoverage, ProcessCheck, ToolCallValidity, NoShortcut, LLMJudge)
+    for cls in (
+        AnswerMatch,
+        EvidenceCoverage,
+        ProcessCheck,
+        ToolCallValidity,
+        NoShortcut,
+        ToolStepCheck,
+        LLMJudge,
+    )
 }
 
 
@@ -476,167 +728,3 @@ def build_verifier(spec: str | Verifier, **config: Any) -> TrajectoryVerifier:
         return cls(**config)
     except TypeError as err:
         raise ValueError(f"verifier {name!r}: bad config {config!r}: {err}") from None
-
-
-# --------------------------------------------------------------------------- suite
-
-
-def verification_id(subject_id: str, verifier_id: str) -> str:
-    """The deterministic id of one verifier's verdict on one trajectory or step.
-
-    >>> verification_id("traj:r:t:0", "answer_match@1")
-    'ver:traj:r:t:0:answer_match@1'
-    """
-    return f"ver:{subject_id}:{verifier_id}"
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RewardConfig:
-    """How a trajectory's reward combines verifier scores.
-
-    `reward = outcome_weight * score(outcome) + process_weight * mean(score(p) for p in process)`;
-    with the defaults a correct, fully grounded trajectory gets 1.0, a correct answer without the
-    tool work 0.8, and a wrong answer after the right tool work 0.2 (partial credit for process).
-    """
-
-    outcome_weight: float = 0.8
-    process_weight: float = 0.2
-    outcome: str = "answer_match"
-    process: tuple[str, ...] = ("evidence_coverage", "process")
-
-    def __post_init__(self) -> None:
-        if isinstance(self.process, str):
-            raise ValueError("RewardConfig.process must be a list of verifier names, not a string")
-        object.__setattr__(self, "process", tuple(self.process))
-        for name in ("outcome_weight", "process_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"RewardConfig.{name} must be >= 0, got {getattr(self, name)!r}")
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SuiteResult:
-    """A suite's verdict on one trajectory: accepted, reward, and each verifier's result by id."""
-
-    accepted: bool
-    reward: float
-    results: dict[str, VerifierResult]
-    required: tuple[str, ...]
-
-    @property
-    def failed(self) -> list[str]:
-        """Ids of the verifiers that did not pass (False or undecided)."""
-        return [vid for vid, r in self.results.items() if r.passed is not True]
-
-    def verifications(
-        self, subject_id: str, *, subject_kind: str = "Trajectory"
-    ) -> list[Verification]:
-        """The Verification records of this result (deterministic ids, for idempotent write-back)."""
-        return [
-            Verification(
-                id=verification_id(subject_id, vid),
-                verifier_id=vid,
-                subject_id=subject_id,
-                subject_kind=subject_kind,  # type: ignore[arg-type]
-                passed=r.passed,
-                score=float(r.score),
-                detail=r.detail,
-                props={"required": vid in self.required},
-            )
-            for vid, r in self.results.items()
-        ]
-
-
-class VerifierSuite:
-    """Required and optional verifiers plus the reward rule.
-
-    Without `reward`, the default `RewardConfig` is used over whichever of its process verifiers
-    the suite has; a given `reward` must name verifiers of the suite. Acceptance: every required verifier passes (an undecided one, `passed=None`, rejects).
-    A verifier that raises is recorded as undecided with the error as its detail.
-    """
-
-    def __init__(
-        self,
-        *,
-        required: Sequence[TrajectoryVerifier | str],
-        optional: Sequence[TrajectoryVerifier | str] = (),
-        reward: RewardConfig | None = None,
-    ) -> None:
-        self.required = [
-            v if isinstance(v, TrajectoryVerifier) else build_verifier(v) for v in required
-        ]
-        self.optional = [
-            v if isinstance(v, TrajectoryVerifier) else build_verifier(v) for v in optional
-        ]
-        ids = [v.id for v in self.verifiers]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"a verifier appears twice in the suite: {ids}")
-        names = {v.name for v in self.verifiers}
-        if reward is None:  # the default rule, over the process verifiers this suite has
-            default = RewardConfig()
-            reward = RewardConfig(process=tuple(n for n in default.process if n in names))
-        self.reward = reward
-        for name in (self.reward.outcome, *self.reward.process):
-            if name not in names:
-                raise ValueError(
-                    f"RewardConfig names verifier {name!r}, which is not in the suite ({sorted(names)})"
-                )
-
-    @classmethod
-    def default(
-        cls, *, judge: LLMJudge | None = None, reward: RewardConfig | None = None
-    ) -> VerifierSuite:
-        """Required: answer_match, evidence_coverage, no_shortcut. Optional: process,
-        tool_call_validity, and the judge when given."""
-        optional: list[TrajectoryVerifier] = [ProcessCheck(), ToolCallValidity()]
-        if judge is not None:
-            optional.append(judge)
-        return cls(
-            required=[AnswerMatch(), EvidenceCoverage(), NoShortcut()],
-            optional=optional,
-            reward=reward,
-        )
-
-    @property
-    def verifiers(self) -> list[TrajectoryVerifier]:
-        return [*self.required, *self.optional]
-
-    @property
-    def ids(self) -> list[str]:
-        return [v.id for v in self.verifiers]
-
-    def records(self) -> list[Verifier]:
-        """The Verifier nodes of the suite."""
-        return [v.record() for v in self.verifiers]
-
-    def persist(self, store: Any) -> int:
-        """Upsert the Verifier nodes (idempotent); returns how many."""
-        store = getattr(store, "store", store)
-        batch = GraphBatch().extend(self.records())
-        store.write(batch)
-        return len(batch)
-
-    def evaluate(
-        self, task: Task, trajectory: Any, context: VerifyContext | None = None
-    ) -> SuiteResult:
-        """Run every verifier on one trajectory; never raises for a verifier's own failure."""
-        results: dict[str, VerifierResult] = {}
-        by_name: dict[str, VerifierResult] = {}
-        for v in self.verifiers:
-            try:
-                r = v.verify(task, trajectory, context)
-            except Exception as err:  # one broken check must not lose the trajectory
-                r = VerifierResult(
-                    passed=None, score=0.0, detail=f"verifier error: {type(err).__name__}: {err}"
-                )
-            results[v.id] = r
-            by_name[v.name] = r
-        required = tuple(v.id for v in self.required)
-        accepted = all(results[vid].passed is True for vid in required)
-        rw = self.reward
-        process = [by_name[n].score for n in rw.process]
-        reward = rw.outcome_weight * by_name[rw.outcome].score
-        if process:
-            reward += rw.process_weight * sum(process) / len(process)
-        return SuiteResult(
-            accepted=accepted, reward=float(reward), results=results, required=required
-        )

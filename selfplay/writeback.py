@@ -16,8 +16,9 @@ the Tool and Entity nodes, which is what `find_trajectories(touched_entity=, use
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from kag.schema import Edge, Run, Step, Task, Trajectory, Verification
 from kag.stores.base import GraphBatch, GraphStore
@@ -34,6 +35,9 @@ class ScoredRollout:
     verdict: str
     reward: float
     verifications: tuple[Verification, ...] = ()
+    #: scoring facts stored in the Trajectory's props beside the rollout's counters (e.g.
+    #: `n_invalid_calls`, which SFT exports filter on)
+    props: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _edge(kind: str, source_kind: str, source: str, target_kind: str, target: str) -> Edge:
@@ -87,7 +91,7 @@ def rollout_batch(
         n_turns=r.n_turns,
         n_tokens=r.n_generated,
         answer=r.answer,
-        props=r.counters(),
+        props={**r.counters(), **scored.props},
     )
     batch = GraphBatch().add(traj)
     batch.add(_edge("SOLVES", "Trajectory", r.id, "Task", r.task.id))

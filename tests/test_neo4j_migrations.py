@@ -65,11 +65,21 @@ def _recorded(store: Neo4jStore) -> list[tuple[int, str, str]]:
 
 def test_upgrade_applies_files_in_order_and_records_their_checksums(bare_url):
     store = Neo4jStore(bare_url)
-    assert store.upgrade() == ["V0001__constraints", "V0002__indexes", "V0003__relation_namespace", "V0004__task_family"]
+    assert store.upgrade() == [
+        "V0001__constraints",
+        "V0002__indexes",
+        "V0003__relation_namespace",
+        "V0004__task_family",
+    ]
     constraints, indexes = _schema(store)
     assert {"entity_id", "step_id", "relation_type_token", "kag_migration_version"} <= constraints
     assert {"entity_name", "trajectory_task", "step_trajectory"} <= indexes
-    names = ["V0001__constraints", "V0002__indexes", "V0003__relation_namespace", "V0004__task_family"]
+    names = [
+        "V0001__constraints",
+        "V0002__indexes",
+        "V0003__relation_namespace",
+        "V0004__task_family",
+    ]
     assert _recorded(store) == [
         (i, name, hashlib.sha256((MIGRATIONS_DIR / f"{name}.cypher").read_bytes()).hexdigest())
         for i, name in enumerate(names, start=1)
@@ -100,7 +110,12 @@ def test_id_uniqueness_is_enforced_by_the_database_itself(neo4j_url):
 def test_a_new_migration_file_is_applied_after_the_recorded_ones(bare_url, tmp_path):
     shutil.copytree(MIGRATIONS_DIR, tmp_path / "m")
     store = Neo4jConfig(migrations_dir=tmp_path / "m").build(bare_url)
-    assert store.upgrade() == ["V0001__constraints", "V0002__indexes", "V0003__relation_namespace", "V0004__task_family"]
+    assert store.upgrade() == [
+        "V0001__constraints",
+        "V0002__indexes",
+        "V0003__relation_namespace",
+        "V0004__task_family",
+    ]
     (tmp_path / "m" / "V0005__run_status.cypher").write_text(
         "// runs by status\nCREATE INDEX run_status IF NOT EXISTS FOR (n:Run) ON (n.status);\n"
     )

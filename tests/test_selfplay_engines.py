@@ -32,18 +32,18 @@ def _check_garbage_is_rejected(g, summary, *, run_id: str) -> None:
         assert t.n_tokens > 0
         outcome = {v.verifier_id: v for v in g.iter_nodes("Verification") if v.subject_id == t.id}
         # the right verifier outcomes are in the graph, linked to the trajectory and verifier
-        assert outcome["answer_match@1"].passed is False
-        assert outcome["evidence_coverage@1"].passed is False
+        assert outcome["answer_match@2"].passed is False
+        assert outcome["evidence_coverage@2"].passed is False
         assert outcome["no_shortcut@1"].passed is True
-        applies = g.edges("APPLIES", source=outcome["answer_match@1"].id)
-        assert [e.target for e in applies] == ["answer_match@1"]
-        verifies = g.edges("VERIFIES", source=outcome["answer_match@1"].id)
+        applies = g.edges("APPLIES", source=outcome["answer_match@2"].id)
+        assert [e.target for e in applies] == ["answer_match@2"]
+        verifies = g.edges("VERIFIES", source=outcome["answer_match@2"].id)
         assert [e.target for e in verifies] == [t.id]
         steps = g.get_many("Step", [e.target for e in g.edges("HAS_STEP", source=t.id)])
         assistant = [s for s in steps if s.role == "assistant"]
         assert len(assistant) == t.n_turns
         assert sum(s.n_tokens for s in assistant) == t.n_tokens
-    failed = g.find_trajectories(failed_verifier="answer_match@1", run_id=run_id)
+    failed = g.find_trajectories(failed_verifier="answer_match@2", run_id=run_id)
     assert failed == sorted(t.id for t in trajectories)
 
 

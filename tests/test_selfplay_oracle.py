@@ -64,7 +64,11 @@ def test_oracle_trajectories_are_all_accepted_with_every_edge_written(graph):
     assert edges["HAS_STEP"] == len(steps)
     assert edges["TRANSITIONS_TO"] == len(steps) - 8
     assert edges["USED_TOOL"] == len(tool_steps)
-    assert edges["VERIFIES"] == edges["APPLIES"] == 8 * n_verifiers
+    # one verdict per trajectory-level verifier, one per tool Step (tool_step@1, VERIFIES -> Step)
+    assert edges["VERIFIES"] == edges["APPLIES"] == 8 * (n_verifiers - 1) + len(tool_steps)
+    on_steps = [v for v in graph.iter_nodes("Verification") if v.subject_kind == "Step"]
+    assert {v.subject_id for v in on_steps} == {s.id for s in tool_steps}
+    assert {(v.verifier_id, v.passed) for v in on_steps} == {("tool_step@1", True)}
     assert edges["PRODUCED_BY"] == 8 + 4  # trajectories and tasks -> the run
     assert edges["CHECKED_BY"] == 4 * n_verifiers
     assert edges["SUPPORTS"] == sum(len(set(t.path["entities"])) for t in graph.iter_nodes("Task"))
@@ -142,8 +146,15 @@ def test_provenance_query_finds_trajectories_by_entity_tool_and_failed_verifier(
     assert graph.find_trajectories(
         touched_entity=x, used_tool="get_relations@1", passed_verifier="tool_call_validity@1"
     ) == sorted(i.replace("sloppy", "clean") for i in expected)
-    # malformed calls do not stop the oracle: both runs answer right
-    assert {v.verdict for v in graph.iter_nodes("Trajectory")} == {"accepted"}
+    # malformed calls do not stop the oracle, but they reject its trajectory: the sloppy twins
+    # answer right and still score below every clean (accepted) one
+    by_id = {t.id: t for t in graph.iter_nodes("Trajectory")}
+    clean = [t for i, t in by_id.items() if i.startswith("traj:clean:")]
+    sloppy_t = [t for i, t in by_id.items() if i.startswith("traj:sloppy:")]
+    assert {t.verdict for t in clean} == {"accepted"}
+    assert {t.verdict for t in sloppy_t} == {"rejected"}
+    assert max(t.reward for t in sloppy_t) < min(t.reward for t in clean)
+    assert all(t.props["n_invalid_calls"] >= 1 for t in sloppy_t)
 
 
 def test_oracle_on_the_real_metaqa_knowledge_base(sqlite_url):

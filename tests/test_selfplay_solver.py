@@ -41,7 +41,7 @@ def test_malformed_tool_calls_become_error_observations_and_are_counted(setup):
     for s in scored:
         results = {v.verifier_id: v for v in s.verifications}
         assert results["tool_call_validity@1"].passed is False
-        assert results["answer_match@1"].passed is True
+        assert results["answer_match@2"].passed is True
 
 
 def test_calls_the_registry_rejects_are_observations_too(setup):
