@@ -8,6 +8,7 @@ import pytest
 import kag
 from kag.walks import walk_signature
 from kag.world import generate_world, write_world
+from selfplay.answers import leaked_answer
 from selfplay.proposer import (
     Proposer,
     ProposerConfig,
@@ -15,7 +16,6 @@ from selfplay.proposer import (
     render_question,
     task_id_for,
 )
-from selfplay.answers import leaked_answer
 from selfplay.writeback import task_batch, write_tasks
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from kag.schema import Step, Task, Verifier
 from selfplay.answers import answers_match, normalize_answer
-from selfplay.tools import ToolRegistry, tool
 from selfplay.rewards import RewardConfig, VerifierSuite
+from selfplay.tools import ToolRegistry, tool
 from selfplay.verifiers import (
     AnswerMatch,
     EvidenceCoverage,
