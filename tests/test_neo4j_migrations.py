@@ -231,3 +231,21 @@ def test_a_relation_named_like_a_lineage_edge_never_matches_it(neo4j_url):
 
 
 LINEAGE_NAMES = ("CONTAINS", "HAS_STEP", "SOLVES")
+
+
+def test_task_family_migration_makes_earlier_tasks_search_tasks(bare_url, tmp_path):
+    (tmp_path / "old").mkdir()
+    for name in sorted(p.name for p in MIGRATIONS_DIR.glob("V000[123]__*.cypher")):
+        shutil.copy(MIGRATIONS_DIR / name, tmp_path / "old" / name)
+    Neo4jConfig(migrations_dir=tmp_path / "old").build(bare_url).upgrade()
+    store = Neo4jStore(bare_url)
+    with store.session() as session:  # a task written before tasks had a family
+        session.run(
+            "CREATE (:Task {id: 'task:old', question: 'Who?', answers: ['Ada'], hops: 1, "
+            "status: 'active', props: '{}', path: '{}'})"
+        ).consume()
+    assert store.upgrade() == ["V0004__task_family"]
+    (task,) = store.get_nodes("Task", ["task:old"])
+    assert task.family == "search"
+    assert "task_family" in _schema(store)[1]
+    store.close()

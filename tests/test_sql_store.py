@@ -91,3 +91,29 @@ def test_a_misspelt_sqlite_path_is_a_user_error_and_leaves_no_file(tmp_path, cap
     # creating a graph stays one command away
     assert kag_main(["db", "upgrade", "--graph", f"sqlite:///{typo}"]) == 0
     assert kag_main(["stats", "--graph", f"sqlite:///{typo}"]) == 0
+
+
+def test_a_graph_made_before_task_families_migrates_its_tasks_to_search(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    from kag.stores.sql import MIGRATIONS_DIR, SQLStore
+
+    url = f"sqlite:///{tmp_path / 'kag.db'}"
+    sqlite3.connect(tmp_path / "kag.db").close()
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url)
+    command.upgrade(cfg, "0001")  # the schema as it was: tasks have no family column
+    with sqlite3.connect(tmp_path / "kag.db") as conn:
+        conn.execute(
+            "INSERT INTO tasks (id, props, question, answers, answer_ids, hops, status, path)"
+            " VALUES ('task:old', '{}', 'Who?', '[\"Ada\"]', '[]', 1, 'active', '{}')"
+        )
+    store = SQLStore(url)
+    try:
+        assert store.upgrade() == ["0002"]
+        (task,) = store.get_nodes("Task", ["task:old"])
+        assert (task.family, task.answers) == ("search", ("Ada",))
+    finally:
+        store.close()
