@@ -18,6 +18,7 @@ the question, else the first entity of `path`); `id`, `path` (the gold path
 |----------------------|--------------------------------------------------------------------------|
 | `read_task_files`    | every row of every file as a checked `TaskRow`, or `TaskFileError`       |
 | `task_format`        | the format of a file (`format=` or its extension and first line)         |
+| `hops_of_directory`  | the hop count of an `N-hop` directory above a file (MetaQA's layout)     |
 | `quote_mentions`     | `[X]` -> `"X"` in a question, and the first mention                      |
 | `resolve_entities`   | entity ids or names -> `EntityMatch` (exact id first, then exact name)   |
 
@@ -47,6 +48,7 @@ __all__ = [
     "EntityMatch",
     "TaskFileError",
     "TaskRow",
+    "hops_of_directory",
     "quote_mentions",
     "read_task_files",
     "resolve_entities",

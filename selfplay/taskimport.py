@@ -116,7 +116,7 @@ def imported_task_id(family: str, question: str, topic_id: str, answers: Sequenc
     of what makes it the same task (answer order does not matter).
 
     >>> imported_task_id("search", 'what does "Tom Cullen" act in', "Tom Cullen", ["Weekend"])
-    'task:a0f9c9bbd8b76cd20e6d9d0fc8b7b0ae'
+    'task:1c82b5e4757c79fd218e3fd337c3f9b1'
     """
     key = json.dumps([family, question, topic_id, sorted(set(answers))], ensure_ascii=False)
     return TASK_ID_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
@@ -127,7 +127,7 @@ def import_run_id(file_hashes: Sequence[str], options: dict[str, Any]) -> str:
     order) and the import options, so the same import gets the same Run.
 
     >>> import_run_id(["ab" * 32], {"family": None})
-    'import:8a5ad2ba8e3f8d7b73a8ec7c'
+    'import:0ad77ca1e6aa731241828ec9'
     """
     key = json.dumps({"files": list(file_hashes), **options}, sort_keys=True)
     return RUN_ID_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
@@ -344,23 +344,31 @@ def _task(
     if row.constraints is not None:
         props["constraints"] = dict(row.constraints)
     task_id = row.id or imported_task_id(row.family, row.question, topic.id, row.answers)
-    task = Task(
-        id=task_id,
-        family=row.family,
-        domain=row.domain or topic.domain,
-        question=row.question,
-        answers=row.answers,
-        answer_ids=answer_ids,
-        hops=row.hops,
-        status="active",
-        path=path,
-        props=props,
+    # every field was checked when the row was read (`read_task_files`): a 40k-line MetaQA set
+    # skips the JSON round trip a validated Task makes of its path and props
+    task = Task.from_trusted(
+        {
+            "id": task_id,
+            "family": row.family,
+            "domain": row.domain or topic.domain,
+            "question": row.question,
+            "answers": row.answers,
+            "answer_ids": answer_ids,
+            "hops": row.hops,
+            "status": "active",
+            "path": path,
+            "props": props,
+        }
     )
-    return task, ""
+    return task, ""  # type: ignore[return-value]
+
+
+_TASK_FIELDS = tuple(f.name for f in dataclasses.fields(Task))
 
 
 def _differs(stored: Task, task: Task) -> bool:
-    return stored.to_dict() != task.to_dict()
+    """Whether the graph holds `task` differently (field by field: cheaper than `to_dict`)."""
+    return any(getattr(stored, f) != getattr(task, f) for f in _TASK_FIELDS)
 
 
 def _verifiers(
