@@ -31,6 +31,7 @@ Nothing here writes to a graph; `selfplay.taskimport.import_tasks` turns the row
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -313,15 +314,18 @@ def _records(path: Path, fmt: str) -> Iterator[tuple[int, Any]]:
 
 
 def _csv_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    reader = csv.reader(text.splitlines())
+    # newline="": a quoted field may hold line breaks, and the reader counts lines itself
+    reader = csv.reader(io.StringIO(text, newline=""))
     header: list[str] | None = None
+    end = 0
     for fields in reader:
-        number = reader.line_num
+        # a row is named by its first line (`line_num` is its last when a field spans lines)
+        number, end = end + 1, reader.line_num
         if not any(f.strip() for f in fields):
             continue
         if header is None:
             header = [f.strip() for f in fields]
-            _check_columns(path, 1 if number == 1 else number, header)
+            _check_columns(path, number, header)
             continue
         if len(fields) != len(header):
             yield (

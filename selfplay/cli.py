@@ -88,7 +88,7 @@ def import_tasks_main(argv: list[str]) -> int:
         prog="kag import tasks",
         description=(
             "Import user task sets (JSON Lines, CSV, Parquet, or MetaQA's question<TAB>answers "
-            "lines) as search tasks with SUPPORTS, CHECKED_BY and PRODUCED_BY edges to an import "
+            "lines) as tasks with SUPPORTS, CHECKED_BY and PRODUCED_BY edges to an import "
             "run. Every row of every file is checked before anything is written; topics that "
             "name no entity of the graph are counted, not imported."
         ),

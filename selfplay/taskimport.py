@@ -224,6 +224,21 @@ def import_tasks(
                 shortcut_examples.append(f"{row.file} line {row.line}: answer {leaked!r}")
             continue
         if task.id in tasks:
+            first = tasks[task.id]
+            if row.id is not None and _content(first) != _content(task):
+                # two rows that give one id to different tasks: the file is wrong, not repeated
+                n_errors += 1
+                if len(errors) < MAX_ERRORS:
+                    where = f"{first.props['source']['file']} line {first.props['source']['line']}"
+                    errors.append(
+                        ImportFileError(
+                            row.file,
+                            row.line,
+                            "id",
+                            f"{row.id!r} is also the id of {where}, a different task",
+                        )
+                    )
+                continue
             tally["duplicates"] += 1
             continue
         tasks[task.id] = task
@@ -286,9 +301,11 @@ def import_tasks(
     ]
 
     def batches() -> Iterator[GraphBatch]:
+        # the Run comes first (PRODUCED_BY needs it) as "running", and is completed last: on
+        # Neo4j, where batches commit one by one, an import cut short says so
         head = GraphBatch().extend(fresh_verifiers)
         if run is not None:
-            head.add(run)
+            head.add(dataclasses.replace(run, status="running", finished_at=None))
         if len(head):
             yield head
         for a in range(0, len(changed), batch_size):
@@ -300,6 +317,8 @@ def import_tasks(
                     for tid in unlinked[a : a + batch_size * 4]
                 ]
             )
+        if run is not None:
+            yield GraphBatch().add(run)
 
     store.write_many(batches())
     new = sum(t.id not in existing for t in changed)
@@ -361,6 +380,11 @@ def _task(
         }
     )
     return task, ""  # type: ignore[return-value]
+
+
+def _content(task: Task) -> tuple[Any, ...]:
+    """What makes two rows the same task: question, answers and evidence path."""
+    return (task.family, task.question, sorted(task.answers), task.path)
 
 
 _TASK_FIELDS = tuple(f.name for f in dataclasses.fields(Task))

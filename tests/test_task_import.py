@@ -178,7 +178,9 @@ def test_every_format_imports_the_same_tasks_with_their_edges(fmt, tmp_path, sql
         assert _edges(graph, "CHECKED_BY", source=second.id) == {
             (second.id, v) for v in DEFAULT_VERIFIERS
         }
-        assert {v.id for b in graph.store.iter_nodes("Verifier") for v in b} == set(DEFAULT_VERIFIERS)
+        assert {v.id for b in graph.store.iter_nodes("Verifier") for v in b} == set(
+            DEFAULT_VERIFIERS
+        )
         assert _edges(graph, "PRODUCED_BY", target=report.run_id) == {
             (t, report.run_id) for t in report.task_ids
         }
@@ -325,6 +327,14 @@ BAD_ROWS = [
         1,
         "constraints",
         "JSON object",
+    ),
+    (
+        "jsonl",
+        '{"id": "t1", "question": "q", "answers": ["x"], "topic": "ada"}\n'
+        '{"id": "t1", "question": "r", "answers": ["x"], "topic": "ada"}\n',
+        2,
+        "id",
+        "'t1' is also the id of",
     ),
     ("csv", "question,answers,topic,level\nq,x,ada,3\n", 1, "level", "unknown column"),
     ("csv", "question,topic\nq,ada\n", 1, "answers", "column is missing"),
