@@ -244,7 +244,7 @@ def import_tasks(
         tasks[task.id] = task
         tally["imported"] += 1
         ambiguous += found[task.props["topic"]].ambiguous
-        answers_unresolved += len(task.answers) - len(task.answer_ids)
+        answers_unresolved += sum(a not in found for a in task.answers)
     if n_errors:
         raise TaskFileError(errors, n_errors)
 

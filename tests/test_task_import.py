@@ -460,6 +460,7 @@ def metaqa_kb(tmp_path_factory, data_dir) -> Path:
 def _expected_metaqa(path: Path, kb_names: set[str], seen: set) -> dict[str, int]:
     """The counts of one MetaQA file, worked out from the file and the KB alone."""
     counts = dict.fromkeys(("lines", "imported", "unresolved", "shortcut", "duplicates"), 0)
+    counts["answers_unresolved"] = 0  # answers of imported lines that name no KB entity
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
@@ -475,6 +476,8 @@ def _expected_metaqa(path: Path, kb_names: set[str], seen: set) -> dict[str, int
             continue
         key = (quoted, topic, frozenset(answers.split("|")))
         counts["duplicates" if key in seen else "imported"] += 1
+        if key not in seen:
+            counts["answers_unresolved"] += len(set(answers.split("|")) - kb_names)
         seen.add(key)
     return counts
 
@@ -492,6 +495,7 @@ def test_metaqa_dev_sets_import_against_the_kb_with_the_counts_adding_up(
         kb_names.update((head, tail))
     seen: set = set()
     expected = {str(f): _expected_metaqa(f, kb_names, seen) for f in files}
+    answers_unresolved = sum(c.pop("answers_unresolved") for c in expected.values())
 
     with kag.open(f"sqlite:///{db}") as graph:
         report = import_tasks(graph, files)
@@ -504,6 +508,7 @@ def test_metaqa_dev_sets_import_against_the_kb_with_the_counts_adding_up(
         )
         assert report.new == report.imported == len(report.task_ids)
         assert report.ambiguous == 0  # the KB's ids are its names
+        assert report.answers_unresolved == answers_unresolved > 0  # the KB is a subset
 
         assert graph.count("Task") == report.imported
         for h, f in zip((1, 2, 3), files, strict=True):
