@@ -8,8 +8,9 @@ good, the tasks as proposed ones are written (`selfplay.writeback.task_batch`):
 | record                 | what                                                                    |
 |------------------------|-------------------------------------------------------------------------|
 | Task                   | question with `[X]` as `"X"`, answers, answer_ids, hops, family, domain; |
-|                        | path `{"entities": [topic, ...gold path]}`; props `start_name`, `source` |
-|                        | (file and line), `verifiers`, `constraints` when given                   |
+|                        | path `{"entities": [topic, ...gold path]}`; props `start_name`, `topic`  |
+|                        | (as the row names it), `source` (file and line), `verifiers`,            |
+|                        | `constraints` when given                                                 |
 | SUPPORTS               | topic entity and every gold-path entity -> Task                          |
 | CHECKED_BY             | Task -> every verifier (default: `VerifierSuite.default()`, persisted)   |
 | PRODUCED_BY            | Task -> the import Run (kind "import", config and counters of the import)|
