@@ -3,6 +3,7 @@
 | command                        | handler              |
 |--------------------------------|----------------------|
 | `kag import tools FILE...`     | `import_tools_main`  |
+| `kag import tasks FILE...`     | `import_tasks_main`  |
 | `kag selfplay run ...`         | `main`               |
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from kag.cli import add_graph_argument
 from selfplay.tooldefs import import_tools
 
-__all__ = ["import_tools", "import_tools_main", "main"]
+__all__ = ["import_tasks_main", "import_tools", "import_tools_main", "main"]
 
 
 def import_tools_main(argv: list[str]) -> int:
@@ -73,6 +74,76 @@ def import_tools_main(argv: list[str]) -> int:
         print(
             f"{url}: imported {report.tools} tools from {report.definitions} definitions in "
             f"{report.files} file(s) ({report.duplicates} duplicates, {report.conflicts} conflicts)"
+        )
+    return 0
+
+
+def import_tasks_main(argv: list[str]) -> int:
+    """`kag import tasks FILE... [--family F] [--format F] [--hops N] [--domain D] [--run-id ID]
+    [--graph URL] [--json]`."""
+    from kag.schema import TASK_FAMILIES
+    from kag.taskfiles import TASK_FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="kag import tasks",
+        description=(
+            "Import user task sets (JSON Lines, CSV, Parquet, or MetaQA's question<TAB>answers "
+            "lines) as tasks with SUPPORTS, CHECKED_BY and PRODUCED_BY edges to an import "
+            "run. Every row of every file is checked before anything is written; topics that "
+            "name no entity of the graph are counted, not imported."
+        ),
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="task files")
+    add_graph_argument(parser)
+    parser.add_argument(
+        "--family", choices=TASK_FAMILIES, help="family of rows that give none (default search)"
+    )
+    parser.add_argument(
+        "--format", choices=TASK_FORMATS, help="file format (default: by extension and content)"
+    )
+    parser.add_argument(
+        "--hops",
+        type=int,
+        help="hop count of rows that give none (default: the path's, or an N-hop directory's)",
+    )
+    parser.add_argument(
+        "--domain", default="", help="domain of rows that give none (default: the topic's)"
+    )
+    parser.add_argument(
+        "--run-id", default=None, help="id of the import run (default: from the files' contents)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+
+    import kag
+    from selfplay.taskimport import import_tasks
+
+    with kag.open(args.graph) as graph:
+        report = import_tasks(
+            graph.store,
+            args.files,
+            family=args.family,
+            format=args.format,
+            hops=args.hops,
+            domain=args.domain,
+            run_id=args.run_id,
+        )
+        url = graph.url
+    if args.json:
+        out = {"graph": url, **report.to_dict(task_ids=False), "seconds": round(report.seconds, 3)}
+        print(json.dumps(out, sort_keys=True))
+        return 0
+    print(
+        f"{url}: {report.lines} lines read from {len(report.files)} file(s): "
+        f"{report.imported} tasks imported ({report.new} new, {report.updated} updated), "
+        f"{report.unresolved} unresolved, {report.shortcut} shortcuts, "
+        f"{report.duplicates} duplicates; run {report.run_id} in {report.seconds:.1f} s"
+    )
+    if report.unresolved_examples:
+        print(
+            f"kag import tasks: {report.unresolved} line(s) name no entity of the graph, e.g. "
+            + ", ".join(repr(m) for m in report.unresolved_examples[:5]),
+            file=sys.stderr,
         )
     return 0
 

@@ -10,6 +10,7 @@ Each command is a module of the package it belongs to and is imported only when 
 | `kag import triples`     | `kag.cli.triples:main`               |
 | `kag import graph`       | `exporters.cli:import_graph_main`    |
 | `kag import tools`       | `selfplay.cli:import_tools_main`     |
+| `kag import tasks`       | `selfplay.cli:import_tasks_main`     |
 | `kag export ...`         | `exporters.cli:main`                 |
 | `kag copy`               | `kag.cli.copy:main`                  |
 | `kag walk`               | `kag.cli.walk:main`                  |
@@ -60,8 +61,9 @@ COMMANDS: dict[str, tuple[str | dict[str, str], str]] = {
             "triples": "kag.cli.triples:main",
             "graph": "exporters.cli:import_graph_main",
             "tools": "selfplay.cli:import_tools_main",
+            "tasks": "selfplay.cli:import_tasks_main",
         },
-        "bulk-import triples, a graph snapshot or tool definitions",
+        "bulk-import triples, a graph snapshot, tool definitions or task sets",
     ),
     "export": ("exporters.cli:main", "export datasets (sft, rl, opd) or a graph snapshot"),
     "copy": ("kag.cli.copy:main", "copy a whole graph between backends"),
