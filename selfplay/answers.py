@@ -22,6 +22,7 @@ AnswerScore(precision=0.6666666666666666, recall=1.0, items=3, matched=2)
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -47,6 +48,7 @@ _LIST_SEPARATORS = (";", "\n", "|", ",")
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the same answers are compared again and again
 def normalize_answer(text: str) -> str:
     """Answer text for comparison.
 

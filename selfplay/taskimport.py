@@ -401,7 +401,7 @@ def _verifiers(
 ) -> tuple[list[Verifier], list[str]]:
     """(records to write, ids every task is CHECKED_BY); given ids must be in the graph."""
     if verifiers is None:
-        from selfplay.verifiers import VerifierSuite
+        from selfplay.rewards import VerifierSuite
 
         records = VerifierSuite.default().records()
         return records, [v.id for v in records]

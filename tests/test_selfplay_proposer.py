@@ -108,7 +108,7 @@ def test_tasks_are_deduplicated_by_walk_signature_against_the_graph(world_graph)
 
 
 def test_task_batch_links_evidence_and_verifiers(world_graph):
-    from selfplay.verifiers import VerifierSuite
+    from selfplay.rewards import VerifierSuite
 
     suite = VerifierSuite.default()
     suite.persist(world_graph.store)

@@ -18,8 +18,8 @@ from kag.cli import main as kag_main
 from kag.importer import import_triples
 from kag.taskfiles import TaskFileError, read_task_files, resolve_entities
 from selfplay.answers import leaked_answer
+from selfplay.rewards import VerifierSuite
 from selfplay.taskimport import import_tasks
-from selfplay.verifiers import VerifierSuite
 
 DEFAULT_VERIFIERS = VerifierSuite.default().ids
 
