@@ -17,31 +17,48 @@ import re
 
 __all__ = ["infer_relation_phrase"]
 
+
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # words that end a name and link it to its object ("lives_in", "similar_to")
-_PREPOSITIONS = frozenset(
-    ["in", "at", "on", "from", "to", "for", "with", "into", "within", "about", "under", "near", "over", "as", "via", "against", "after", "before", "through", "onto", "among", "between", "across", "around"]
+_PREPOSITIONS = _word_set(
+    "in at on from to for with into within about under near over as via against after before "
+    "through onto among between across around"
 )
 # leading words that add nothing to a noun phrase ("has_genre", "in_language", "is_part_of")
 _LEADING = frozenset({"has", "have", "is", "are", "in"})
 # verbs in the third person, as relation names use them ("contains", "lives_in")
-_VERBS_3RD = frozenset(
-    ["contains", "includes", "borders", "adjoins", "owns", "employs", "produces", "influences", "follows", "precedes", "succeeds", "speaks", "uses", "requires", "causes", "treats", "hosts", "governs", "publishes", "directs", "writes", "creates", "knows", "likes", "loves", "hates", "sponsors", "supports", "manages", "leads", "lives", "works", "plays", "belongs", "resides", "participates", "competes", "appears", "stars", "acts", "sings", "teaches", "serves", "flows", "runs", "refers", "points", "links", "relates", "depends", "reports", "studies", "attends", "joins", "visits"]
+_VERBS_3RD = _word_set(
+    "contains includes borders adjoins owns employs produces influences follows precedes "
+    "succeeds speaks uses requires causes treats hosts governs publishes directs writes creates "
+    "knows likes loves hates sponsors supports manages leads lives works plays belongs resides "
+    "participates competes appears stars acts sings teaches serves flows runs refers points "
+    "links relates depends reports studies attends joins visits"
 )
 # past participles and past forms that do not end in -ed
-_IRREGULAR = frozenset(
-    ["written", "wrote", "born", "made", "done", "drawn", "sung", "sang", "shown", "known", "held", "led", "run", "taken", "given", "chosen", "won", "sold", "told", "built", "bought", "brought", "split", "set", "spoken", "broken", "kept", "sent", "spent", "struck", "taught", "thought", "worn", "grown", "hidden", "ridden", "driven", "eaten", "fallen", "frozen", "begun", "beaten", "blown", "flown", "thrown", "sworn", "torn", "stolen", "became", "become", "came", "fought", "grew", "sank", "swum"]
+_IRREGULAR = _word_set(
+    "written wrote born made done drawn sung sang shown known held led run taken given chosen "
+    "won sold told built bought brought split set spoken broken kept sent spent struck taught "
+    "thought worn grown hidden ridden driven eaten fallen frozen begun beaten blown flown "
+    "thrown sworn torn stolen became become came fought grew sank swum"
 )
 # participles used actively: "the film that {x} starred in", not "... is starred in"
-_ACTIVE = frozenset(
-    ["starred", "acted", "lived", "worked", "played", "died", "studied", "appeared", "performed", "participated", "competed", "served", "resided", "fought", "graduated", "majored", "specialised", "specialized", "stayed", "traveled", "travelled", "moved", "grew", "sang", "voted", "wrote", "came", "became", "dated"]
+_ACTIVE = _word_set(
+    "starred acted lived worked played died studied appeared performed participated competed "
+    "served resided fought graduated majored specialised specialized stayed traveled travelled "
+    "moved grew sang voted wrote came became dated"
 )
 # participles of past events: "the city {x} was born in", not "... is born in"
-_EVENT = frozenset(
-    ["born", "buried", "married", "founded", "educated", "raised", "released", "established", "formed", "killed", "baptized", "elected", "drafted", "signed", "trained", "discovered", "invented", "built", "created", "recorded", "filmed", "published"]
+_EVENT = _word_set(
+    "born buried married founded educated raised released established formed killed baptized "
+    "elected drafted signed trained discovered invented built created recorded filmed published"
 )
 # adjectives that link to an object: "something similar to {x}"
-_ADJECTIVES = frozenset(
-    ["similar", "adjacent", "next", "close", "equal", "identical", "equivalent", "opposite", "near", "parallel", "subordinate", "superior", "inferior", "prior"]
+_ADJECTIVES = _word_set(
+    "similar adjacent next close equal identical equivalent opposite near parallel subordinate "
+    "superior inferior prior"
 )
 # "directed_by" -> the agent noun of the participle
 _AGENTS = {
@@ -66,8 +83,9 @@ _ACTIVITY_AGENTS = {
     "animation": "animator", "lyrics": "lyricist",
 }  # fmt: skip
 # "member_of_domain_usage": the first word names what {x} is of the rest
-_RELATIONAL = frozenset(
-    ["member", "instance", "part", "subclass", "subset", "component", "capital", "symptom", "specialization", "specialisation", "subsidiary", "citizen"]
+_RELATIONAL = _word_set(
+    "member instance part subclass subset component capital symptom specialization "
+    "specialisation subsidiary citizen"
 )
 # nouns that a participle describes the place or time of: "place_founded"
 _PLACE_TIME = frozenset(["place", "location", "city", "country", "venue", "date", "year", "time"])
