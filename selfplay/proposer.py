@@ -4,7 +4,9 @@ A walk `e0 -[r1]-> e1 -[r2]-> ... -[rH]-> eH` becomes a `Task`:
 
 | part          | from                                                                          |
 |---------------|-------------------------------------------------------------------------------|
-| question      | the start entity's name and the phrase of each relation (`relation_phrase`)   |
+| question      | the start entity's name and the phrase of each relation (`relation_phrase`:   |
+|               | the graph's, else one inferred from the name); with `rewrite`, the engine's   |
+|               | rewrite when `accept_rewrite` keeps it                                        |
 | answers       | every entity the chain r1..rH reaches from e0 (set semantics, on the CSR)     |
 | evidence      | the path's entities (SUPPORTS edges)                                          |
 | verifiers     | the ids in `ProposerConfig.verifiers` (CHECKED_BY edges)                      |
