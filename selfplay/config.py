@@ -88,6 +88,8 @@ class JudgeConfig:
     constrained: bool = False
     #: new tokens of a verdict
     max_tokens: int = 256
+    #: sampling temperature of the judge; 0 (the default) is greedy, the same verdict every time
+    temperature: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -96,6 +98,8 @@ class JudgeConfig:
             raise ValueError(
                 "JudgeConfig.base_url needs the served model's name as model, not 'policy'"
             )
+        if self.temperature < 0:
+            raise ValueError(f"JudgeConfig.temperature must be >= 0, got {self.temperature}")
         if self.max_tokens < (32 if self.constrained else 1):
             raise ValueError(
                 f"JudgeConfig.max_tokens must be >= {32 if self.constrained else 1}, "
@@ -104,6 +108,7 @@ class JudgeConfig:
 
     @property
     def uses_policy_engine(self) -> bool:
+        """Whether the judge runs on the policy's engine (`model == "policy"`)."""
         return self.model == "policy"
 
 

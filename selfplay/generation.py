@@ -183,7 +183,11 @@ def build_suite(config: SelfPlayConfig) -> VerifierSuite:
     judge_config = config.judge
     if judge_config is None:
         return VerifierSuite.default()
-    judge = LLMJudge(max_tokens=judge_config.max_tokens, constrained=judge_config.constrained)
+    judge = LLMJudge(
+        max_tokens=judge_config.max_tokens,
+        temperature=judge_config.temperature,
+        constrained=judge_config.constrained,
+    )
     suite = VerifierSuite.default(judge=judge)
     if not judge_config.required:
         return suite

@@ -244,6 +244,12 @@ def run(
                 "rewriting questions (ProposerConfig.rewrite, --rewrite-questions) needs a model "
                 "engine, and the oracle policy has none: run with --engine vllm or openai"
             )
+        if config.judge is not None and config.judge.uses_policy_engine and policy_engine is None:
+            raise ValueError(
+                "the LLM judge 'policy' runs on the policy's engine, and this policy has none "
+                "(the oracle): give the judge a model of its own (JudgeConfig(model=DIR), "
+                "`--judge MODEL_DIR`)"
+            )
         tools = build_tools(store, config)
         if config.workers > 0:
             scorer = None  # each Ray worker builds its own, with its own judge engine

@@ -157,9 +157,9 @@ def test_rewrites_by_the_tiny_model_are_refused_and_no_task_leaks_an_answer(
 def test_a_malformed_verdict_is_undecided_and_the_trajectory_is_still_written(
     vllm_engine, sqlite_url
 ):
-    config = SelfPlayConfig(
-        run_id="judge-free", tasks=2, judge=JudgeConfig(max_tokens=24), progress=False
-    )
+    # sampled (the greedy tiny model stops at once): free text that holds no verdict line
+    judge = JudgeConfig(max_tokens=24, temperature=1.0)
+    config = SelfPlayConfig(run_id="judge-free", tasks=2, judge=judge, progress=False)
     with kag.open(sqlite_url) as g:
         _world(g)
         summary = selfplay.run(g, config=config, policy=OraclePolicy(), engine=vllm_engine)
@@ -170,11 +170,12 @@ def test_a_malformed_verdict_is_undecided_and_the_trajectory_is_still_written(
         for v in verdicts.values():
             assert v.passed is None and v.score == 0.0
             assert v.detail.startswith("the judge gave no verdict: ")
+            assert v.detail != "the judge gave no verdict: ''"  # the reply's text is kept
             assert v.props["required"] is False
         run: Run = g.store.get_nodes("Run", ["judge-free"])[0]
         assert run.config["judge"] == {
             "model": "policy", "base_url": None, "required": False, "constrained": False,
-            "max_tokens": 24,
+            "max_tokens": 24, "temperature": 1.0,
         }  # fmt: skip
         assert [v.id for v in g.store.get_nodes("Verifier", [JUDGE])] == [JUDGE]
 
@@ -183,7 +184,7 @@ def test_a_malformed_verdict_is_undecided_and_the_trajectory_is_still_written(
 def test_a_constrained_judge_gives_a_parsed_verdict_that_decides_when_required(
     vllm_engine, sqlite_url
 ):
-    judge = JudgeConfig(required=True, constrained=True, max_tokens=64)
+    judge = JudgeConfig(required=True, constrained=True, max_tokens=64, temperature=1.0)
     config = SelfPlayConfig(run_id="judge-strict", tasks=3, judge=judge, progress=False)
     with kag.open(sqlite_url) as g:
         _world(g)
