@@ -44,6 +44,7 @@ __all__ = [
     "relation_phrase",
     "render_question",
     "accept_rewrite",
+    "REWRITE_REFUSALS",
     "task_id_for",
 ]
 
