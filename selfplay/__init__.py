@@ -4,6 +4,7 @@
 |---------------------|------------------------|---------------------------------------------------|
 | `run`               | `selfplay.runner`      | run or resume a self-play run on a graph          |
 | `SelfPlayConfig`    | `selfplay.config`      | the run's settings (solver, proposer, curriculum) |
+| `JudgeConfig`       | `selfplay.config`      | the LLM judge: its engine, required or not        |
 | `RunSummary`        | `selfplay.runner`      | what a run did                                    |
 | `RolloutSource`     | `selfplay.generation`  | solve, score and write back rollouts of a Run     |
 | `Proposer`          | `selfplay.proposer`    | walks -> tasks                                    |
@@ -26,6 +27,7 @@ __all__ = [
     "run",
     "SelfPlayConfig",
     "CurriculumConfig",
+    "JudgeConfig",
     "RunSummary",
     "RolloutSource",
     "Proposer",
@@ -41,6 +43,7 @@ _HOMES = {
     "run": "selfplay.runner",
     "SelfPlayConfig": "selfplay.config",
     "CurriculumConfig": "selfplay.config",
+    "JudgeConfig": "selfplay.config",
     "RolloutSource": "selfplay.generation",
     "RunSummary": "selfplay.runner",
     "Proposer": "selfplay.proposer",

@@ -180,7 +180,9 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 def main(argv: list[str]) -> int:
     """`kag selfplay run --engine vllm|openai|oracle [--model DIR] [--base-url URL] [--tasks N]
-    [--samples K] [--hops 2-4] [--run-id ID] [--seed S] [--workers N] [--graph URL]`."""
+    [--samples K] [--hops 2-4] [--run-id ID] [--seed S] [--workers N] [--graph URL]
+    [--rewrite-questions] [--judge policy|MODEL [--judge-base-url URL] [--judge-required]
+    [--judge-constrained]]`."""
     parser = argparse.ArgumentParser(
         prog="kag selfplay",
         description="Self-play: propose tasks from graph walks, solve them with tools, verify, "
@@ -220,11 +222,42 @@ def main(argv: list[str]) -> int:
         "--python-tool", action="store_true", help="also offer the sandboxed python tool"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--rewrite-questions",
+        action="store_true",
+        help="ask the policy's engine to rewrite each templated question in fluent English; a "
+        "rewrite that drops the quoted start name, names an answer or runs long is refused "
+        "and the template stays (needs --engine vllm or openai)",
+    )
+    p.add_argument(
+        "--judge",
+        default=None,
+        metavar="policy|MODEL",
+        help="add the LLM judge (llm_judge@1): 'policy' runs it on the policy's engine, a model "
+        "directory on an in-process vLLM engine of its own, a served model name with "
+        "--judge-base-url on that server; a reply without a VERDICT line is recorded as undecided",
+    )
+    p.add_argument(
+        "--judge-base-url", default=None, help="OpenAI-compatible server of the --judge model"
+    )
+    p.add_argument(
+        "--judge-required",
+        action="store_true",
+        help="accept a trajectory only when the judge says CORRECT (default: the verdict is "
+        "recorded and decides nothing)",
+    )
+    p.add_argument(
+        "--judge-constrained",
+        action="store_true",
+        help="constrain the judge's decoding to a reasoning line and the VERDICT line (vLLM "
+        "structured outputs), so every verdict parses",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = parser.parse_args(argv)
 
     from kag.cli import UserError
-    from selfplay.config import CurriculumConfig, SelfPlayConfig
+    from selfplay.config import CurriculumConfig, JudgeConfig, SelfPlayConfig
+    from selfplay.proposer import ProposerConfig
     from selfplay.runner import run
     from selfplay.solver import SolverConfig
 
@@ -232,6 +265,35 @@ def main(argv: list[str]) -> int:
         raise UserError("--engine vllm needs --model DIR (build one with `kag model tiny DIR`)")
     if args.engine == "openai" and not (args.base_url and args.model):
         raise UserError("--engine openai needs --base-url URL and --model NAME")
+    if args.rewrite_questions and args.engine == "oracle":
+        raise UserError("--rewrite-questions needs a model engine: --engine vllm or openai")
+    if args.judge is None and (
+        args.judge_base_url or args.judge_required or args.judge_constrained
+    ):
+        raise UserError(
+            "--judge-base-url, --judge-required and --judge-constrained need --judge policy|MODEL"
+        )
+    if args.judge == "policy" and args.engine == "oracle":
+        raise UserError(
+            "--judge policy runs on the policy's engine and the oracle has none: give --judge "
+            "a model directory (or a served name with --judge-base-url)"
+        )
+    if args.judge == "policy" and args.judge_base_url:
+        raise UserError("--judge-base-url needs --judge NAME, the model the server serves")
+    local_judge = args.judge not in (None, "policy") and not args.judge_base_url
+    if local_judge and not os.path.isdir(args.judge):
+        raise UserError(
+            f"--judge {args.judge}: no such model directory (or give --judge-base-url URL "
+            "for a served model)"
+        )
+    judge = None
+    if args.judge is not None:
+        judge = JudgeConfig(
+            model=args.judge,
+            base_url=args.judge_base_url,
+            required=args.judge_required,
+            constrained=args.judge_constrained,
+        )
     config = SelfPlayConfig(
         run_id=args.run_id,
         tasks=args.tasks,
@@ -246,6 +308,8 @@ def main(argv: list[str]) -> int:
         workers=args.workers,
         python_tool=args.python_tool,
         progress=not args.no_progress,
+        judge=judge,
+        proposer=ProposerConfig(rewrite=args.rewrite_questions),
         solver=SolverConfig(
             max_turns=args.max_turns,
             max_new_tokens=args.max_new_tokens,

@@ -4,6 +4,7 @@
 |--------------------|---------------------------------------------------------------------|
 | `SelfPlayConfig`   | tasks, samples, seed, engine (oracle, vllm, openai), solver, proposer |
 | `CurriculumConfig` | the hop count of new tasks as the accept rate grows (`next_hops`)   |
+| `JudgeConfig`      | the LLM judge: its engine (the policy's or its own), required or not |
 
 >>> SelfPlayConfig(engine="oracle", tasks=8).work_fields()["tasks"]
 8
@@ -19,7 +20,7 @@ from typing import Any, Literal
 from selfplay.proposer import ProposerConfig
 from selfplay.solver import SolverConfig
 
-__all__ = ["CurriculumConfig", "EngineKind", "SelfPlayConfig", "next_hops"]
+__all__ = ["CurriculumConfig", "EngineKind", "JudgeConfig", "SelfPlayConfig", "next_hops"]
 
 EngineKind = Literal["oracle", "vllm", "openai"]
 
@@ -66,6 +67,52 @@ def next_hops(curriculum: CurriculumConfig, by_hops: dict[int, tuple[int, int]])
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class JudgeConfig:
+    """The LLM judge of a run: the `llm_judge@1` verifier (`selfplay.verifiers.LLMJudge`), which
+    shows an engine the question, the reference answers and the final answer and reads its
+    `VERDICT: CORRECT|INCORRECT` line; a reply without one is recorded as undecided.
+
+    >>> JudgeConfig(model="/models/judge", required=True).required
+    True
+    """
+
+    #: "policy": the engine the run's policy runs on; else a model directory (an in-process vLLM
+    #: engine of its own) or, with `base_url`, the model name an OpenAI-compatible server serves
+    model: str = "policy"
+    base_url: str | None = None
+    #: required: a trajectory is accepted only when the judge says CORRECT (an undecided verdict
+    #: rejects); optional (the default): its verdict is recorded and decides nothing
+    required: bool = False
+    #: constrain the judge's decoding to a reasoning line and the verdict line (vLLM structured
+    #: outputs), so every verdict parses; the engine must honour `SamplingConfig.regex`
+    constrained: bool = False
+    #: new tokens of a verdict
+    max_tokens: int = 256
+    #: sampling temperature of the judge; 0 (the default) is greedy, the same verdict every time
+    temperature: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError('JudgeConfig.model must be "policy", a model directory or a name')
+        if self.base_url is not None and self.model == "policy":
+            raise ValueError(
+                "JudgeConfig.base_url needs the served model's name as model, not 'policy'"
+            )
+        if self.temperature < 0:
+            raise ValueError(f"JudgeConfig.temperature must be >= 0, got {self.temperature}")
+        if self.max_tokens < (32 if self.constrained else 1):
+            raise ValueError(
+                f"JudgeConfig.max_tokens must be >= {32 if self.constrained else 1}, "
+                f"got {self.max_tokens}"
+            )
+
+    @property
+    def uses_policy_engine(self) -> bool:
+        """Whether the judge runs on the policy's engine (`model == "policy"`)."""
+        return self.model == "policy"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class SelfPlayConfig:
     """One self-play run. Stored on the Run node; a resumed run must give the same work fields."""
 
@@ -95,7 +142,12 @@ class SelfPlayConfig:
     python_tool: bool = False
     #: show a progress bar on stderr
     progress: bool = True
+    #: the LLM judge (None: no judge); recorded on the Run, not a work field (a resumed run may
+    #: add or drop it)
+    judge: JudgeConfig | None = None
     solver: SolverConfig = field(default_factory=SolverConfig)
+    #: how walks become tasks; `proposer.rewrite` asks the policy's engine to rewrite every
+    #: templated question (`selfplay.proposer.accept_rewrite` guards each rewrite)
     proposer: ProposerConfig = field(default_factory=ProposerConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
 

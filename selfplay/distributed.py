@@ -21,7 +21,7 @@ from typing import Any
 from kag.schema import Task
 from kag.stores.base import GraphStore
 from selfplay.config import SelfPlayConfig
-from selfplay.generation import RolloutSource, build_policy, build_tools
+from selfplay.generation import RolloutSource, build_policy, build_scorer, build_tools
 from selfplay.writeback import ScoredRollout
 
 __all__ = ["WorkerPool", "absolute_graph_url"]
@@ -50,13 +50,17 @@ class _Worker:
         from kag.stores import open_store
 
         self.store = open_store(graph_url)
-        policy, self._close = build_policy(config)
+        policy, self._close_policy = build_policy(config)
+        tools = build_tools(self.store, config)
+        try:
+            scorer, self._close_scorer = build_scorer(
+                config, tools, policy_engine=getattr(policy, "engine", None), store=self.store
+            )
+        except BaseException:
+            self._close_policy()
+            raise
         self.source = RolloutSource(
-            self.store,
-            policy,
-            tools=build_tools(self.store, config),
-            run_id=run_id,
-            solver=config.solver,
+            self.store, policy, tools=tools, run_id=run_id, solver=config.solver, scorer=scorer
         )
 
     def solve(self, work: list[tuple[Task, int]]) -> list[ScoredRollout]:
@@ -65,8 +69,11 @@ class _Worker:
         return scored
 
     def close(self) -> None:
-        self._close()
-        self.store.close()
+        try:
+            self._close_scorer()
+        finally:
+            self._close_policy()
+            self.store.close()
 
 
 class WorkerPool:

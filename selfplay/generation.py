@@ -9,6 +9,8 @@ after round, and a GRPO trainer can call `generate` with its own policy and a Ru
 |                      | also writes them under a Run and returns them                              |
 | `build_policy`       | the policy a `SelfPlayConfig` names (oracle, vllm, openai) and its closer  |
 | `build_tools`        | the tool registry a `SelfPlayConfig` offers (graph tools, python if asked) |
+| `build_scorer`       | the scorer a `SelfPlayConfig` asks for, with its LLM judge's engine        |
+| `build_suite`        | its verifier suite: the default one, plus the LLM judge if asked           |
 
 >>> source = RolloutSource(store, policy, tools=default_registry(store), run_id="grpo-1")  # doctest: +SKIP
 >>> scored = source.generate(tasks, run=Run(id="grpo-1", kind="grpo"), samples=8)  # doctest: +SKIP
@@ -23,15 +25,17 @@ from typing import Any
 
 from kag.schema import Run, Task
 from kag.stores.base import GraphStore
-from selfplay.config import SelfPlayConfig
+from selfplay.config import JudgeConfig, SelfPlayConfig
 from selfplay.graph_tools import default_registry
+from selfplay.rewards import VerifierSuite
 from selfplay.rollout import Rollout, trajectory_id
 from selfplay.scoring import Scorer
 from selfplay.solver import Policy, Solver, SolverConfig
 from selfplay.tools import ToolRegistry
+from selfplay.verifiers import LLMJudge
 from selfplay.writeback import ScoredRollout, write_rollouts
 
-__all__ = ["RolloutSource", "build_policy", "build_tools"]
+__all__ = ["RolloutSource", "build_policy", "build_scorer", "build_suite", "build_tools"]
 
 
 class RolloutSource:
@@ -143,3 +147,79 @@ def build_tools(store: GraphStore, config: SelfPlayConfig) -> ToolRegistry:
     from selfplay.sandbox import SandboxConfig
 
     return default_registry(store, sandbox=SandboxConfig() if config.python_tool else None)
+
+
+def _no_op() -> None:
+    return None
+
+
+def build_scorer(
+    config: SelfPlayConfig,
+    tools: ToolRegistry,
+    *,
+    policy_engine: Any = None,
+    store: GraphStore | None = None,
+) -> tuple[Scorer, Callable[[], None]]:
+    """The scorer of a run and a function that releases what it started.
+
+    Without `config.judge` it is `Scorer(tools, store=store)` (the default suite; `store` serves
+    the tool-step check's answer paths). With one, `llm_judge@1`
+    joins the suite (required or optional, `JudgeConfig.required`) and the scorer's engine is
+    `policy_engine` (judge model "policy"), else a judge engine of its own: an OpenAI client
+    when `JudgeConfig.base_url` is set, an in-process vLLM engine on the model directory otherwise.
+
+    >>> scorer, close = build_scorer(SelfPlayConfig(engine="oracle"), tools)  # doctest: +SKIP
+    >>> scorer.verifier_ids  # doctest: +SKIP
+    ['answer_match@2', 'evidence_coverage@2', 'no_shortcut@1', 'tool_call_validity@1', 'process@1', 'tool_step@1']
+    """
+    if config.judge is None:
+        return Scorer(tools, store=store), _no_op
+    engine, close = _judge_engine(config.judge, policy_engine)
+    return Scorer(tools, suite=build_suite(config), engine=engine, store=store), close
+
+
+def build_suite(config: SelfPlayConfig) -> VerifierSuite:
+    """The verifier suite of a run: `VerifierSuite.default()`, with `llm_judge@1` when
+    `config.judge` asks for it (among the required verifiers when `JudgeConfig.required`).
+
+    >>> suite = build_suite(SelfPlayConfig(judge=JudgeConfig(required=True)))
+    >>> [v.id for v in suite.required][-1]
+    'llm_judge@1'
+    """
+    judge_config = config.judge
+    if judge_config is None:
+        return VerifierSuite.default()
+    judge = LLMJudge(
+        max_tokens=judge_config.max_tokens,
+        temperature=judge_config.temperature,
+        constrained=judge_config.constrained,
+    )
+    suite = VerifierSuite.default(judge=judge)
+    if not judge_config.required:
+        return suite
+    return VerifierSuite(
+        required=[*suite.required, judge],
+        optional=[v for v in suite.optional if v is not judge],
+        steps=suite.steps,
+        reward=suite.reward,
+    )
+
+
+def _judge_engine(judge: JudgeConfig, policy_engine: Any) -> tuple[Any, Callable[[], None]]:
+    if judge.uses_policy_engine:
+        if policy_engine is None:
+            raise ValueError(
+                "the LLM judge 'policy' runs on the policy's engine, and this policy has none "
+                "(the oracle): give the judge a model of its own (JudgeConfig(model=DIR), "
+                "`--judge MODEL_DIR`)"
+            )
+        return policy_engine, _no_op
+    if judge.base_url is not None:
+        from selfplay.engines.openai import OpenAIEngine
+
+        engine: Any = OpenAIEngine(judge.base_url, judge.model)
+    else:
+        from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
+
+        engine = VLLMEngine(judge.model, config=VLLMEngineConfig(kv_cache_gib=0.5))
+    return engine, engine.close

@@ -4,7 +4,9 @@ A walk `e0 -[r1]-> e1 -[r2]-> ... -[rH]-> eH` becomes a `Task`:
 
 | part          | from                                                                          |
 |---------------|-------------------------------------------------------------------------------|
-| question      | the start entity's name and the phrase of each relation (`relation_phrase`)   |
+| question      | the start entity's name and the phrase of each relation (`relation_phrase`:   |
+|               | the graph's, else one inferred from the name); with `rewrite`, the engine's   |
+|               | rewrite when `accept_rewrite` keeps it                                        |
 | answers       | every entity the chain r1..rH reaches from e0 (set semantics, on the CSR)     |
 | evidence      | the path's entities (SUPPORTS edges)                                          |
 | verifiers     | the ids in `ProposerConfig.verifiers` (CHECKED_BY edges)                      |
@@ -33,6 +35,7 @@ from kag.schema import Entity, Task
 from kag.stores.base import GraphStore
 from kag.walks import CSRGraph, Walk, WalkMode, sample_walks
 from selfplay.answers import leaked_answer
+from selfplay.phrases import infer_relation_phrase
 
 __all__ = [
     "ProposerConfig",
@@ -40,29 +43,30 @@ __all__ = [
     "Proposer",
     "relation_phrase",
     "render_question",
+    "accept_rewrite",
+    "REWRITE_REFUSALS",
     "task_id_for",
 ]
 
 TASK_ID_PREFIX = "task:"
+# a reasoning model's thoughts are not part of its rewrite
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 
 
 def relation_phrase(relation: str, phrases: Mapping[str, str] | None = None) -> str:
-    """The phrase of a relation type: the graph's phrase when set, else one derived from its name.
+    """The phrase of a relation type: the graph's phrase when set, else a `{x}` template inferred
+    from its name (`selfplay.phrases.infer_relation_phrase`).
 
     >>> relation_phrase("/film/film/directed_by")
-    'directed by'
+    'the director of {x}'
     >>> relation_phrase("starredActors")
-    'starred actors'
+    'the actors starring in {x}'
     >>> relation_phrase("born_in", {"born_in": "was born in"})
     'was born in'
     """
     if phrases and phrases.get(relation):
         return phrases[relation]
-    last = [p for p in re.split(r"[/.:#]", relation) if p.strip()]
-    text = last[-1] if last else relation
-    text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", text)
-    text = re.sub(r"[_\-\s]+", " ", text).strip().lower()
-    return text or relation
+    return infer_relation_phrase(relation)
 
 
 def render_question(start_name: str, phrases: Sequence[str]) -> str:
@@ -87,6 +91,55 @@ def render_question(start_name: str, phrases: Sequence[str]) -> str:
         return f"What is {text}?"
     chain = ", then ".join(f'"{p.replace("{x}", "it")}"' for p in phrases)
     return f'Start from "{start_name}" and follow {chain}. Which entities do you reach?'
+
+
+#: why `accept_rewrite` refuses a rewrite: the first word of its reason
+REWRITE_REFUSALS = (
+    "empty",
+    "not_one_question",
+    "too_long",
+    "drops_start_name",
+    "names_answer",
+    "names_answer_id",
+)
+
+
+def accept_rewrite(task: Task, text: str) -> str | None:
+    """None when `text` may replace `task`'s templated question, else why not.
+
+    A rewrite must be one line ending in `?`, at most four times as long as the template, keep
+    the start entity's quoted name exactly (`"Ada"`, as tool calls and observations name it), and
+    name no answer and no answer id (`selfplay.answers.leaked_answer`, the check the
+    `no_shortcut` verifier makes, so a kept rewrite never makes a task unacceptable). The reason
+    starts with its kind, one of `REWRITE_REFUSALS`.
+
+    >>> task = Task(id="t", question='What is the spouse of "Ada"?', answers=("Bob",),
+    ...             answer_ids=("p:bob",), props={"start_name": "Ada"})
+    >>> accept_rewrite(task, 'Who is "Ada" married to?') is None
+    True
+    >>> accept_rewrite(task, 'Is "Ada" married to Bob?')
+    "names_answer: the rewrite names the answer 'Bob'"
+    >>> accept_rewrite(task, "Who is Ada married to?")
+    'drops_start_name: the rewrite does not keep the quoted start name "Ada"'
+    """
+    text = text.strip()
+    if not text:
+        return "empty: the engine gave no text"
+    if "\n" in text or not text.endswith("?"):
+        return f"not_one_question: the rewrite is not one line ending in '?': {text[:80]!r}"
+    limit = 4 * len(task.question)
+    if len(text) > limit:
+        return f"too_long: {len(text)} characters, more than {limit} (4 x the template)"
+    start_name = str((task.props or {}).get("start_name", ""))
+    if start_name and f'"{start_name}"' not in text:
+        return f'drops_start_name: the rewrite does not keep the quoted start name "{start_name}"'
+    leaked = leaked_answer(text, task.answers)
+    if leaked is not None:
+        return f"names_answer: the rewrite names the answer {leaked!r}"
+    leaked = leaked_answer(text, task.answer_ids)
+    if leaked is not None:
+        return f"names_answer_id: the rewrite names the answer id {leaked!r}"
+    return None
 
 
 def task_id_for(signature: str) -> str:
@@ -121,8 +174,9 @@ class ProposerConfig:
     #: coverage-driven sampling: weight start entities by 1 / (1 + accepted tasks)^strength and
     #: prefer walks over the least-covered relation types (0 turns it off)
     coverage_strength: float = 1.0
-    #: ask the engine to rewrite each question in natural language (kept only when it still names
-    #: the start entity and no answer)
+    #: ask the engine to rewrite each question in natural language; a rewrite is kept only when
+    #: `accept_rewrite` finds nothing wrong (it keeps the quoted start name and names no answer),
+    #: else the template stays. `SelfPlayConfig` runs it on the policy's engine
     rewrite: bool = False
     #: new tokens for a rewrite
     rewrite_max_tokens: int = 96
@@ -147,6 +201,9 @@ class Proposal:
     #: too_many_answers
     dropped: Counter = field(default_factory=Counter)
     walks: int = 0
+    #: question rewrites (`ProposerConfig.rewrite`): "kept", and one count per refusal kind
+    #: (`REWRITE_REFUSALS`); the template stays for every refused one
+    rewrites: Counter = field(default_factory=Counter)
 
 
 class Proposer:
@@ -262,7 +319,7 @@ class Proposer:
                 if task is not None:
                     out.tasks.append(task)
         if self.engine is not None and cfg.rewrite and out.tasks:
-            out.tasks = self._rewrite(out.tasks)
+            out.tasks = self._rewrite(out.tasks, out.rewrites)
         return out
 
     def _sample(self, n: int, hops: int, seed: int, coverage: Coverage | None) -> list[Walk]:
@@ -338,7 +395,7 @@ class Proposer:
             },
         )
 
-    def _rewrite(self, tasks: list[Task]) -> list[Task]:
+    def _rewrite(self, tasks: list[Task], counts: Counter) -> list[Task]:
         from selfplay.engines.base import SamplingConfig
 
         prompts = [
@@ -346,7 +403,7 @@ class Proposer:
                 {
                     "role": "system",
                     "content": "Rewrite the question as one fluent English question. Keep every "
-                    "quoted name exactly. Reply with the question only.",
+                    "quoted name exactly, with its quotes. Reply with the question only.",
                 },
                 {"role": "user", "content": t.question},
             ]
@@ -358,17 +415,15 @@ class Proposer:
         results = self.engine.chat(prompts, sampling=sampling)
         out = []
         for task, completions in zip(tasks, results, strict=True):
-            text = completions[0].text.strip() if completions else ""
-            start_name = str(task.props.get("start_name", ""))
-            ok = (
-                text
-                and len(text) < 4 * len(task.question)
-                and start_name.casefold() in text.casefold()
-                and leaked_answer(text, task.answers) is None
-            )
-            if ok:
+            text = completions[0].text if completions else ""
+            text = _THINK.sub("", text).strip()
+            refused = accept_rewrite(task, text)
+            if refused is None:
+                counts["kept"] += 1
                 props = {**task.props, "template_question": task.question, "rewritten": True}
                 task = _replace_task(task, question=text, props=props)
+            else:
+                counts[refused.split(":", 1)[0]] += 1
             out.append(task)
         return out
 

@@ -34,7 +34,13 @@ from kag.coverage import Coverage, coverage_counts
 from kag.schema import Run, Task, Trajectory
 from kag.stores.base import GraphBatch, GraphStore
 from selfplay.config import SelfPlayConfig, next_hops
-from selfplay.generation import RolloutSource, build_policy, build_tools
+from selfplay.generation import (
+    RolloutSource,
+    build_policy,
+    build_scorer,
+    build_suite,
+    build_tools,
+)
 from selfplay.proposer import Proposer
 from selfplay.rollout import trajectory_id
 from selfplay.scoring import Scorer
@@ -70,6 +76,8 @@ class RunSummary:
     resumed: bool = False
     wall_s: float = 0.0
     dropped: dict[str, int] = field(default_factory=dict)
+    #: question rewrites of this call (`ProposerConfig.rewrite`): "kept" and each refusal kind
+    rewrites: dict[str, int] = field(default_factory=dict)
 
     @property
     def accept_rate(self) -> float:
@@ -92,6 +100,11 @@ class RunSummary:
             f"  tool calls {self.tool_calls} (malformed {self.malformed_calls}, errors "
             f"{self.tool_errors}); tokens {self.tokens} "
             f"({self.tokens_per_s:.1f} tokens/s this call); wall {self.wall_s:.1f}s"
+            + (
+                f"\n  question rewrites {dict(sorted(self.rewrites.items()))}"
+                if self.rewrites
+                else ""
+            )
         )
 
 
@@ -205,7 +218,9 @@ def run(
     opens the default graph, `$KAG_GRAPH` or `sqlite:///kag.db`).
 
     `engine` (any `selfplay.engines` engine) overrides `config.engine`; `policy` (any `Policy`,
-    e.g. an `OraclePolicy` with options) overrides both.
+    e.g. an `OraclePolicy` with options) overrides both. The policy's engine (`engine`, else the
+    one the policy runs on) also rewrites questions (`config.proposer.rewrite`) and serves an
+    LLM judge whose model is "policy" (`config.judge`).
     """
     import kag
 
@@ -219,14 +234,39 @@ def run(
             "(oracle, vllm or openai); do not pass engine= or policy="
         )
     close_policy: Callable[[], None] = lambda: None  # noqa: E731
+    close_scorer: Callable[[], None] = lambda: None  # noqa: E731
     try:
         if policy is None:
             policy, close_policy = build_policy(config, engine)
-        return _SelfPlay(store, config, policy).execute()
+        policy_engine = engine if engine is not None else getattr(policy, "engine", None)
+        if config.proposer.rewrite and policy_engine is None:
+            raise ValueError(
+                "rewriting questions (ProposerConfig.rewrite, --rewrite-questions) needs a model "
+                "engine, and the oracle policy has none: run with --engine vllm or openai"
+            )
+        if config.judge is not None and config.judge.uses_policy_engine and policy_engine is None:
+            raise ValueError(
+                "the LLM judge 'policy' runs on the policy's engine, and this policy has none "
+                "(the oracle): give the judge a model of its own (JudgeConfig(model=DIR), "
+                "`--judge MODEL_DIR`)"
+            )
+        tools = build_tools(store, config)
+        if config.workers > 0:
+            scorer = None  # each Ray worker builds its own, with its own judge engine
+        else:
+            scorer, close_scorer = build_scorer(
+                config, tools, policy_engine=policy_engine, store=store
+            )
+        return _SelfPlay(
+            store, config, policy, tools=tools, scorer=scorer, engine=policy_engine
+        ).execute()
     finally:
-        close_policy()
-        if opened is not None:
-            opened.close()
+        try:
+            close_scorer()
+        finally:
+            close_policy()
+            if opened is not None:
+                opened.close()
 
 
 class _RunState:
@@ -239,6 +279,7 @@ class _RunState:
         self.tally = _Tally()
         self.tasks: list[Task] = []
         self.dropped: Counter = Counter()
+        self.rewrites: Counter = Counter()
         self.resumed = False
         self.resumes = 0
         self.started_at = _now()
@@ -282,6 +323,8 @@ class _RunState:
             "resumes": self.resumes,
         }
         counters["dropped"] = dict(self.dropped)
+        if self.rewrites:
+            counters["rewrites"] = dict(self.rewrites)
         return Run(
             id=self.run_id,
             kind="selfplay",
@@ -323,13 +366,27 @@ class _Progress:
 class _SelfPlay:
     """One call of `run`: finish what a resumed run lacks, then propose and solve round by round."""
 
-    def __init__(self, store: GraphStore, config: SelfPlayConfig, policy: Policy) -> None:
+    def __init__(
+        self,
+        store: GraphStore,
+        config: SelfPlayConfig,
+        policy: Policy,
+        *,
+        tools: Any,
+        scorer: Scorer | None,
+        engine: Any,
+    ) -> None:
         self.store = store
         self.config = config
         run_id = config.run_id or _default_run_id(config.seed)
         self.state = _RunState(config, run_id=run_id, policy_name=policy.name)
-        self.tools = build_tools(store, config)
-        self.scorer = Scorer(self.tools, store=store)
+        self.tools = tools
+        # with Ray workers the driver's scorer only persists the Verifier nodes (the judge's
+        # settings, not its engine): the workers score
+        self.scorer = (
+            scorer if scorer is not None else Scorer(tools, suite=build_suite(config), store=store)
+        )
+        self.engine = engine
         self.source: Any = None
         if config.workers == 0:
             self.source = RolloutSource(
@@ -402,7 +459,8 @@ class _SelfPlay:
             if proposer is None:
                 verifiers = tuple(self.scorer.verifier_ids)
                 pcfg = dataclasses.replace(cfg.proposer, verifiers=verifiers)
-                proposer = Proposer(self.store, config=pcfg)
+                engine = self.engine if pcfg.rewrite else None
+                proposer = Proposer(self.store, config=pcfg, engine=engine)
             hops = state.next_hops()
             n = min(cfg.tasks_per_round, cfg.tasks - len(state.tasks))
             coverage: Coverage | None = coverage_counts(self.store) if cfg.coverage else None
@@ -413,6 +471,7 @@ class _SelfPlay:
                 coverage=coverage,
             )
             state.dropped.update(proposal.dropped)
+            state.rewrites.update(proposal.rewrites)
             if not proposal.tasks:
                 attempt += 1
                 if attempt >= 3:
@@ -467,6 +526,7 @@ class _SelfPlay:
             resumed=self.state.resumed,
             wall_s=wall_s,
             dropped=dict(self.state.dropped),
+            rewrites=dict(self.state.rewrites),
         )
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "invalid_calls",
     "touched_entity_ids",
     "build_judge_prompt",
+    "judge_verdict_regex",
     "parse_judge_verdict",
     "extract_answer",
 ]
@@ -656,6 +657,18 @@ def parse_judge_verdict(text: str | None) -> tuple[bool | None, str]:
     return verdicts[-1].upper() == "CORRECT", " ".join(reason.split())[:500]
 
 
+def judge_verdict_regex(max_tokens: int) -> str:
+    """The reply a constrained judge may give: one line of printable ASCII reasoning, short
+    enough to leave room for the verdict in `max_tokens` (a token is at least one character),
+    then `VERDICT: CORRECT` or `VERDICT: INCORRECT`; `parse_judge_verdict` reads every such reply.
+
+    >>> judge_verdict_regex(64)
+    '[ -~]{0,40}\\\\nVERDICT: (CORRECT|INCORRECT)'
+    """
+    room = max(0, min(400, max_tokens - 24))
+    return f"[ -~]{{0,{room}}}\\nVERDICT: (CORRECT|INCORRECT)"
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LLMJudge(TrajectoryVerifier):
     """Asks an engine whether the final answer matches a reference answer (greedy by default).
@@ -669,7 +682,18 @@ class LLMJudge(TrajectoryVerifier):
     kind: ClassVar[str] = "llm"
     max_tokens: int = 256
     temperature: float = 0.0
+    #: constrain decoding (`SamplingConfig.regex`, vLLM's structured outputs) to one line of
+    #: reasoning and the verdict line, so every reply parses (`judge_verdict_regex`); needs an
+    #: engine that honours structured outputs (vLLM in process or a vLLM server)
+    constrained: bool = False
     engine: Any = field(default=None, compare=False, repr=False, metadata={"config": False})
+
+    def __post_init__(self) -> None:
+        if self.constrained and self.max_tokens < 32:
+            raise ValueError(
+                f"a constrained LLMJudge needs max_tokens >= 32 (room for the verdict line), "
+                f"got {self.max_tokens}"
+            )
 
     def verify(
         self, task: Task, trajectory: Any, context: VerifyContext | None = None
@@ -686,7 +710,12 @@ class LLMJudge(TrajectoryVerifier):
                 score=0.0,
                 detail="no <answer>...</answer> in the final assistant message",
             )
-        sampling = SamplingConfig(temperature=self.temperature, max_tokens=self.max_tokens, n=1)
+        sampling = SamplingConfig(
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            n=1,
+            regex=judge_verdict_regex(self.max_tokens) if self.constrained else None,
+        )
         outputs = engine.chat([build_judge_prompt(task, answer)], tools=None, sampling=sampling)
         first = outputs[0]
         completion = first[0] if isinstance(first, Sequence) else first

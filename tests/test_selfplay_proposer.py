@@ -67,10 +67,16 @@ def test_question_uses_the_graph_phrases_and_edits_to_them(world_graph):
     )
 
 
-def test_phrases_default_to_the_relation_name():
-    assert relation_phrase("/film/film/directed_by") == "directed by"
-    assert relation_phrase("has_imdb_rating") == "has imdb rating"
-    assert relation_phrase("bornIn") == "born in"
+def test_phrases_default_to_a_template_inferred_from_the_relation_name():
+    assert relation_phrase("/film/film/directed_by") == "the director of {x}"
+    assert relation_phrase("has_imdb_rating") == "the imdb rating of {x}"
+    assert relation_phrase("directed_by", {"directed_by": "the film maker of {x}"}) == (
+        "the film maker of {x}"
+    )
+    # inferred phrases nest, with the start name quoted
+    phrases = [relation_phrase("spouse"), relation_phrase("gender")]
+    assert render_question("Ada", phrases) == 'What is the gender of the spouse of "Ada"?'
+    # a phrase file's phrase without {x} still makes the chain question
     assert render_question("Heat", ["directed by"]) == (
         'Start from "Heat" and follow "directed by". Which entities do you reach?'
     )

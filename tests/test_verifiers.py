@@ -408,7 +408,7 @@ def test_a_judge_reply_without_verdict_is_undecided():
 def test_judge_without_an_engine_cannot_decide():
     r = LLMJudge().verify(TASK, solved())
     assert (r.passed, r.detail) == (None, "no engine given to the LLM judge")
-    assert LLMJudge(engine=object()).record().config == {"max_tokens": 256, "temperature": 0.0}
+    assert LLMJudge(engine=object()).record().config == {"constrained": False, "max_tokens": 256, "temperature": 0.0}
 
 
 # --------------------------------------------------------------------------- suite
@@ -539,7 +539,7 @@ def test_suite_verifiers_persist_as_verifier_nodes(graph):
     stored = graph.store.get_nodes("Verifier", ["process@1", "llm_judge@1", "answer_match@2"])
     assert sorted((v.id, v.kind, dict(v.config)) for v in stored) == [
         ("answer_match@2", "rule", {"allow_lists": True, "min_precision": 1.0, "min_recall": 1.0}),
-        ("llm_judge@1", "llm", {"max_tokens": 256, "temperature": 0.0}),
+        ("llm_judge@1", "llm", {"constrained": False, "max_tokens": 256, "temperature": 0.0}),
         ("process@1", "rule", {"min_calls_per_hop": 1}),
     ]
     assert graph.store.count_nodes("Verifier") == 7

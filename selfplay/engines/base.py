@@ -2,7 +2,7 @@
 
 | name             | what it is                                                            |
 |------------------|-----------------------------------------------------------------------|
-| `SamplingConfig` | temperature, top_p, max_tokens, n, seed, logprobs, stop               |
+| `SamplingConfig` | temperature, top_p, max_tokens, n, seed, logprobs, stop, regex/choice |
 | `Completion`     | one sampled continuation: text, token ids, logprobs, finish reason    |
 | `Engine`         | `chat` / `achat` / `generate`, `tokenizer`, `count_tokens`, `close`   |
 
@@ -13,6 +13,7 @@ returns one list of `n` completions per conversation, in order.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -48,6 +49,11 @@ class SamplingConfig:
     seed: int | None = None  # the same seed on the same prompt gives the same completions
     logprobs: bool = False  # return the sampled tokens' log-probabilities
     stop: tuple[str, ...] = ()  # extra stop strings (end-of-turn tokens always stop)
+    #: structured output: the whole completion must match this regular expression (vLLM's
+    #: structured outputs; an engine that cannot constrain decoding raises a ValueError)
+    regex: str | None = None
+    #: structured output: the completion is exactly one of these strings
+    choice: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -75,6 +81,39 @@ class SamplingConfig:
             raise ValueError(f"SamplingConfig.seed must be an integer or None, got {self.seed!r}")
         if not all(isinstance(s, str) and s for s in self.stop):
             raise ValueError(f"SamplingConfig.stop must hold non-empty strings, got {self.stop!r}")
+        if self.regex is not None and self.choice is not None:
+            raise ValueError("SamplingConfig takes regex or choice, not both")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except (re.error, TypeError) as err:
+                raise ValueError(
+                    f"SamplingConfig.regex is not a regular expression: {self.regex!r}: {err}"
+                ) from None
+        if self.choice is not None:
+            if isinstance(self.choice, str):
+                raise ValueError(
+                    f"SamplingConfig.choice must be a list of strings, got the string {self.choice!r}"
+                )
+            object.__setattr__(self, "choice", tuple(self.choice))
+            if not self.choice or not all(isinstance(c, str) and c for c in self.choice):
+                raise ValueError(
+                    f"SamplingConfig.choice must hold non-empty strings, got {self.choice!r}"
+                )
+
+    @property
+    def structured(self) -> dict[str, Any] | None:
+        """The structured-output constraint as vLLM names it (`{"regex": ...}` or `{"choice":
+        [...]}`), None when decoding is free.
+
+        >>> SamplingConfig(choice=["yes", "no"]).structured
+        {'choice': ['yes', 'no']}
+        """
+        if self.regex is not None:
+            return {"regex": self.regex}
+        if self.choice is not None:
+            return {"choice": list(self.choice)}
+        return None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -183,9 +183,19 @@ class OpenAIEngine:
     # ------------------------------------------------------------------ internals
 
     def _extra_body(self, sampling: SamplingConfig) -> dict[str, Any] | None:
+        structured = sampling.structured
         if not self.config.vllm_extensions:
+            if structured:
+                raise ValueError(
+                    f"SamplingConfig.{next(iter(structured))} needs a server that takes vLLM's "
+                    f"`structured_outputs` request field; {self.base_url} is used without vLLM "
+                    "extensions (OpenAIEngineConfig(vllm_extensions=False))"
+                )
             return None
-        return {"return_token_ids": True, "skip_special_tokens": True}
+        extra: dict[str, Any] = {"return_token_ids": True, "skip_special_tokens": True}
+        if structured:
+            extra["structured_outputs"] = structured
+        return extra
 
     async def _chat_all(
         self, conversations: Any, tools: Any, sampling: Any

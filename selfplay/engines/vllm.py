@@ -257,9 +257,11 @@ class VLLMEngine:
 
     def _params(self, sampling: SamplingConfig, max_tokens: int) -> Any:
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
+        structured = sampling.structured
         return SamplingParams(
+            structured_outputs=StructuredOutputsParams(**structured) if structured else None,
             n=sampling.n,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
