@@ -5,6 +5,7 @@
 | `kag import tools FILE...`     | `import_tools_main`  |
 | `kag import tasks FILE...`     | `import_tasks_main`  |
 | `kag selfplay run ...`         | `main`               |
+| `kag eval ...`                 | `eval_main`          |
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 from kag.cli import add_graph_argument
 from selfplay.tooldefs import import_tools
 
-__all__ = ["import_tasks_main", "import_tools", "import_tools_main", "main"]
+__all__ = ["eval_main", "import_tasks_main", "import_tools", "import_tools_main", "main"]
 
 
 def import_tools_main(argv: list[str]) -> int:
@@ -329,4 +330,113 @@ def main(argv: list[str]) -> int:
         print(json.dumps(summary.to_dict(), sort_keys=True))
     else:
         print(summary.render())
+    return 0
+
+
+def _hops_list(text: str) -> tuple[int, ...]:
+    """`"2"` -> (2,); `"2,3"` -> (2, 3); `"2-4"` -> (2, 3, 4)."""
+    hops: list[int] = []
+    for part in text.split(","):
+        lo, hi = _hops_range(part.strip())
+        hops.extend(range(lo, hi + 1))
+    return tuple(dict.fromkeys(hops))
+
+
+def eval_main(argv: list[str]) -> int:
+    """`kag eval --model DIR [--engine vllm|openai|oracle] [--tasks SELECTION] [--limit N]
+    [--samples K] [--json] [--graph URL] ...`."""
+    from selfplay.evaluation import DEFAULT_FRESH_TASKS
+
+    parser = argparse.ArgumentParser(
+        prog="kag eval",
+        description=(
+            "Evaluate a model on held-out tasks: greedy accept rate, pass@k, mean reward, turns "
+            "and tokens per family, hops and domain. Writes a Run of kind 'eval' with its "
+            "trajectories; the same command again resumes it (or just reports)."
+        ),
+    )
+    add_graph_argument(parser)
+    parser.add_argument(
+        "--model", default=None, help="model directory (vllm) or served model name (openai)"
+    )
+    parser.add_argument("--engine", choices=("vllm", "openai", "oracle"), default="vllm")
+    parser.add_argument(
+        "--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
+    )
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        metavar="SELECTION",
+        help=(
+            "fresh (default: new tasks proposed from the graph, in no exported dataset), "
+            "dataset:DIR[:SPLIT], run:RUN_ID, family=F,hops=H,domain=D, or a task file"
+        ),
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help=f"at most N tasks of the selection (fresh: how many to propose, default "
+        f"{DEFAULT_FRESH_TASKS})",
+    )
+    parser.add_argument(
+        "--hops", type=_hops_list, default=(2,), help="hop counts of fresh tasks, e.g. 2 or 2,3"
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="k of pass@k: 1 = greedy only (default); k > 1 adds k sampled trajectories",
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help="temperature of the sampled trajectories"
+    )
+    parser.add_argument("--max-turns", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="new tokens per turn")
+    parser.add_argument("--max-context-tokens", type=int, default=4096)
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        help="weights dtype of the vllm engine (default: the dtype the model was saved in)",
+    )
+    parser.add_argument(
+        "--python-tool", action="store_true", help="also offer the sandboxed python tool"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run-id", default=None, help="eval run id (default: derived, resumable)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    args = parser.parse_args(argv)
+
+    from kag.cli import UserError
+    from selfplay.evaluation import EvalConfig, evaluate
+
+    if args.engine == "vllm" and not args.model:
+        raise UserError("--engine vllm needs --model DIR (build one with `kag model tiny DIR`)")
+    if args.engine == "openai" and not (args.base_url and args.model):
+        raise UserError("--engine openai needs --base-url URL and --model NAME")
+    config = EvalConfig(
+        model=args.model,
+        engine=args.engine,
+        base_url=args.base_url,
+        dtype=args.dtype,
+        tasks=args.tasks,
+        limit=args.limit,
+        hops=args.hops,
+        samples=args.samples,
+        temperature=args.temperature,
+        max_turns=args.max_turns,
+        max_new_tokens=args.max_new_tokens,
+        max_context_tokens=args.max_context_tokens,
+        python_tool=args.python_tool,
+        seed=args.seed,
+        run_id=args.run_id,
+        progress=not args.no_progress,
+    )
+    with _stdout_to_stderr():
+        report = evaluate(args.graph, config=config)
+    if args.json:
+        print(json.dumps(report.to_dict(), sort_keys=True))
+    else:
+        print(report.render())
     return 0

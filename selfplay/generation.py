@@ -102,10 +102,13 @@ class RolloutSource:
         return [scored[trajectory_id(self.run_id, t.id, k)] for t, k in work]
 
 
-def build_policy(config: SelfPlayConfig, engine: Any = None) -> tuple[Policy, Callable[[], None]]:
+def build_policy(
+    config: SelfPlayConfig, engine: Any = None, *, greedy_samples: int = 0
+) -> tuple[Policy, Callable[[], None]]:
     """The policy of a run and a function that releases what it started.
 
-    `engine` (any `selfplay.engines` engine) overrides `config.engine`.
+    `engine` (any `selfplay.engines` engine) overrides `config.engine`; an engine policy decodes
+    samples below `greedy_samples` greedily (see `EnginePolicy`).
 
     >>> policy, close = build_policy(SelfPlayConfig(engine="oracle")); policy.name
     'oracle'
@@ -115,7 +118,10 @@ def build_policy(config: SelfPlayConfig, engine: Any = None) -> tuple[Policy, Ca
 
     cfg = config.solver
     if engine is not None:
-        return EnginePolicy(engine, temperature=cfg.temperature, top_p=cfg.top_p), lambda: None
+        policy = EnginePolicy(
+            engine, temperature=cfg.temperature, top_p=cfg.top_p, greedy_samples=greedy_samples
+        )
+        return policy, lambda: None
     if config.engine == "oracle":
         return OraclePolicy(max_calls_per_turn=cfg.max_calls_per_turn), lambda: None
     if config.engine == "vllm":
@@ -138,7 +144,9 @@ def build_policy(config: SelfPlayConfig, engine: Any = None) -> tuple[Policy, Ca
         from selfplay.engines.openai import OpenAIEngine
 
         built = OpenAIEngine(config.base_url, config.model)  # type: ignore[arg-type]
-    policy = EnginePolicy(built, temperature=cfg.temperature, top_p=cfg.top_p)
+    policy = EnginePolicy(
+        built, temperature=cfg.temperature, top_p=cfg.top_p, greedy_samples=greedy_samples
+    )
     return policy, built.close
 
 

@@ -145,6 +145,10 @@ class EnginePolicy:
     template whose rendering of `messages[:k]` is a prefix of `messages[:k+1]` (the tiny
     model's is); where that does not hold, the turn falls back to rendering the whole chat.
 
+    With `greedy_samples=g`, rollouts whose sample index is below g decode greedily (temperature
+    0) and the others at `temperature`, in the same batched call: pass@k evaluation runs its
+    greedy trajectory (sample 0) beside the k sampled ones.
+
     >>> EnginePolicy(engine, name="tiny").name  # doctest: +SKIP
     'tiny'
     """
@@ -157,12 +161,16 @@ class EnginePolicy:
         temperature: float = 1.0,
         top_p: float = 1.0,
         continue_tokens: bool | None = None,
+        greedy_samples: int = 0,
     ) -> None:
+        if greedy_samples < 0:
+            raise ValueError(f"greedy_samples must be >= 0, got {greedy_samples}")
         self.engine = engine
         model = getattr(engine, "model_dir", None) or getattr(engine, "model", None) or "engine"
         self.name = name or f"model:{getattr(model, 'name', model)}"
         self.temperature = temperature
         self.top_p = top_p
+        self.greedy_samples = greedy_samples
         if continue_tokens is None:
             continue_tokens = type(engine).__name__ == "VLLMEngine"
         self.continue_tokens = continue_tokens
@@ -177,7 +185,7 @@ class EnginePolicy:
             return []
         sampling = [
             SamplingConfig(
-                temperature=self.temperature,
+                temperature=0.0 if r.rollout.sample < self.greedy_samples else self.temperature,
                 top_p=self.top_p,
                 max_tokens=r.max_tokens,
                 seed=r.seed,

@@ -17,6 +17,7 @@ Each command is a module of the package it belongs to and is imported only when 
 | `kag generate world`     | `kag.cli.world:main`                 |
 | `kag model tiny`         | `trainer.cli:model_main`             |
 | `kag selfplay run`       | `selfplay.cli:main`                  |
+| `kag eval`               | `selfplay.cli:eval_main`             |
 | `kag train sft`          | `trainer.cli:sft_main`               |
 | `kag demo`               | `kag.cli.demo:main`                  |
 
@@ -71,6 +72,7 @@ COMMANDS: dict[str, tuple[str | dict[str, str], str]] = {
     "generate": ({"world": "kag.cli.world:main"}, "generate a synthetic knowledge graph"),
     "model": ({"tiny": "trainer.cli:model_main"}, "build the tiny test MoE model"),
     "selfplay": ("selfplay.cli:main", "run self-play data generation"),
+    "eval": ("selfplay.cli:eval_main", "held-out accept rate and pass@k of a model; an eval Run"),
     "train": ({"sft": "trainer.cli:sft_main"}, "train MoE models"),
     "demo": ("kag.cli.demo:main", "the whole loop on the embedded default"),
 }
