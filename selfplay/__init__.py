@@ -7,6 +7,8 @@
 | `JudgeConfig`       | `selfplay.config`      | the LLM judge: its engine, required or not        |
 | `RunSummary`        | `selfplay.runner`      | what a run did                                    |
 | `RolloutSource`     | `selfplay.generation`  | solve, score and write back rollouts of a Run     |
+| `evaluate`          | `selfplay.evaluation`  | held-out accept rate and pass@k: an eval Run      |
+| `EvalConfig`        | `selfplay.evaluation`  | the evaluation's model, tasks, samples, budgets   |
 | `Proposer`          | `selfplay.proposer`    | walks -> tasks                                    |
 | `Solver`            | `selfplay.solver`      | the multi-turn loop over a `Policy`               |
 | `OraclePolicy`      | `selfplay.oracle`      | gold trajectories along the hidden path           |
@@ -30,6 +32,9 @@ __all__ = [
     "JudgeConfig",
     "RunSummary",
     "RolloutSource",
+    "evaluate",
+    "EvalConfig",
+    "EvalReport",
     "Proposer",
     "ProposerConfig",
     "Solver",
@@ -45,6 +50,9 @@ _HOMES = {
     "CurriculumConfig": "selfplay.config",
     "JudgeConfig": "selfplay.config",
     "RolloutSource": "selfplay.generation",
+    "evaluate": "selfplay.evaluation",
+    "EvalConfig": "selfplay.evaluation",
+    "EvalReport": "selfplay.evaluation",
     "RunSummary": "selfplay.runner",
     "Proposer": "selfplay.proposer",
     "ProposerConfig": "selfplay.proposer",

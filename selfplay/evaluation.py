@@ -375,8 +375,9 @@ class EvalConfig:
     5
     """
 
-    #: model directory (vllm) or served model name (openai); ignored by the oracle. Recorded as
-    #: the Run's `config["model"]` (absolute for a directory): the model a USED_MODEL edge names
+    #: model directory (vllm) or served model name (openai); ignored by the oracle and when
+    #: `evaluate(engine=)` is given. Recorded as the Run's `config["model"]` (absolute for a
+    #: directory): the model a USED_MODEL edge will name
     model: str | None = None
     #: "vllm" (in-process engine on `model`), "openai" (server at `base_url` serving `model`),
     #: "oracle" (the gold policy: a positive control of the harness, accept rate 1.0)
@@ -417,10 +418,6 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.engine not in ("oracle", "vllm", "openai"):
             raise ValueError(f"engine must be oracle, vllm or openai, got {self.engine!r}")
-        if self.engine == "vllm" and not self.model:
-            raise ValueError("engine 'vllm' needs model= (a model directory)")
-        if self.engine == "openai" and not (self.base_url and self.model):
-            raise ValueError("engine 'openai' needs base_url= and model=")
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
             raise ValueError(f"samples must be a positive integer, got {self.samples!r}")
         if self.samples > 1 and not (math.isfinite(self.temperature) and self.temperature > 0):
@@ -582,38 +579,6 @@ class SliceMetrics:
     #: statuses of the greedy trajectories (completed, truncated, aborted)
     statuses: dict[str, int] = field(default_factory=dict)
 
-    @classmethod
-    def of(cls, groups: Sequence[_TaskTrajectories], *, samples: int) -> SliceMetrics:
-        greedy = [g.greedy for g in groups if g.greedy is not None]
-        m = cls(tasks=len(groups))
-        m.trajectories = sum(len(g.all) for g in groups)
-        m.accepted = sum(t.verdict == "accepted" for g in groups for t in g.all)
-        m.greedy_accepted = sum(t.verdict == "accepted" for t in greedy)
-        if greedy:
-            n = len(greedy)
-            m.accept_rate = m.greedy_accepted / n
-            m.mean_reward = sum(float(t.reward) for t in greedy) / n
-            m.mean_turns = sum(t.n_turns for t in greedy) / n
-            m.mean_tokens = sum(t.n_tokens for t in greedy) / n
-        m.tool_calls = sum(int(t.props.get("n_tool_calls", 0)) for t in greedy)
-        m.malformed_calls = sum(int(t.props.get("n_malformed", 0)) for t in greedy)
-        attempted = m.tool_calls + m.malformed_calls
-        m.malformed_rate = m.malformed_calls / attempted if attempted else 0.0
-        m.statuses = dict(sorted(Counter(t.status for t in greedy).items()))
-        if samples == 1:
-            m.pass_at_k = {"1": m.accept_rate} if greedy else {}
-        else:
-            sampled = [g.sampled for g in groups if g.sampled]
-            for k in _ks(samples):
-                values = [
-                    pass_at_k(len(s), sum(t.verdict == "accepted" for t in s), k)
-                    for s in sampled
-                    if len(s) >= k
-                ]
-                if values:
-                    m.pass_at_k[str(k)] = sum(values) / len(values)
-        return m
-
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         for key in ("accept_rate", "mean_reward", "mean_turns", "mean_tokens", "malformed_rate"):
@@ -739,6 +704,39 @@ class EvalReport:
         return "\n".join(lines)
 
 
+def _metrics(groups: Sequence[_TaskTrajectories], *, samples: int) -> SliceMetrics:
+    """The `SliceMetrics` of some tasks' trajectories (sample 0 greedy, the others sampled)."""
+    greedy = [g.greedy for g in groups if g.greedy is not None]
+    m = SliceMetrics(tasks=len(groups))
+    m.trajectories = sum(len(g.all) for g in groups)
+    m.accepted = sum(t.verdict == "accepted" for g in groups for t in g.all)
+    m.greedy_accepted = sum(t.verdict == "accepted" for t in greedy)
+    if greedy:
+        n = len(greedy)
+        m.accept_rate = m.greedy_accepted / n
+        m.mean_reward = sum(float(t.reward) for t in greedy) / n
+        m.mean_turns = sum(t.n_turns for t in greedy) / n
+        m.mean_tokens = sum(t.n_tokens for t in greedy) / n
+    m.tool_calls = sum(int(t.props.get("n_tool_calls", 0)) for t in greedy)
+    m.malformed_calls = sum(int(t.props.get("n_malformed", 0)) for t in greedy)
+    attempted = m.tool_calls + m.malformed_calls
+    m.malformed_rate = m.malformed_calls / attempted if attempted else 0.0
+    m.statuses = dict(sorted(Counter(t.status for t in greedy).items()))
+    if samples == 1:
+        m.pass_at_k = {"1": m.accept_rate} if greedy else {}
+    else:
+        sampled = [g.sampled for g in groups if g.sampled]
+        for k in _ks(samples):
+            values = [
+                pass_at_k(len(s), sum(t.verdict == "accepted" for t in s), k)
+                for s in sampled
+                if len(s) >= k
+            ]
+            if values:
+                m.pass_at_k[str(k)] = sum(values) / len(values)
+    return m
+
+
 def _sample_of(t: Trajectory) -> int:
     sample = (t.props or {}).get("sample")
     if isinstance(sample, int):
@@ -791,7 +789,7 @@ def _report(store: GraphStore, run: Run) -> EvalReport:
         for g in groups.values():
             split.setdefault(str(key(g.task)), []).append(g)
         ordered = sorted(split.items(), key=lambda kv: (key(kv[1][0].task), kv[0]))
-        return {k: SliceMetrics.of(v, samples=samples) for k, v in ordered}
+        return {k: _metrics(v, samples=samples) for k, v in ordered}
 
     return EvalReport(
         run_id=run_id,
@@ -802,7 +800,7 @@ def _report(store: GraphStore, run: Run) -> EvalReport:
         selection=str(cfg.get("selection", "")),
         samples=samples,
         temperature=float(cfg.get("temperature", 0.0)),
-        overall=SliceMetrics.of(list(groups.values()), samples=samples),
+        overall=_metrics(list(groups.values()), samples=samples),
         by_family=by(lambda t: t.family),
         by_hops=by(lambda t: t.hops),
         by_domain=by(lambda t: t.domain),
@@ -863,10 +861,16 @@ class _Evaluation:
     def execute(self) -> EvalReport:
         t0 = time.perf_counter()
         cfg, store = self.config, self.store
-        if cfg.engine == "vllm" and self.engine is None and self.policy is None:
-            from checkpoints import check_model_dir
+        if self.engine is None and self.policy is None:
+            # the model is needed unless the caller hands over an engine or a policy
+            if cfg.engine == "vllm":
+                from checkpoints import check_model_dir
 
-            check_model_dir(self.model)
+                if not cfg.model:
+                    raise ValueError("engine 'vllm' needs model= (a model directory)")
+                check_model_dir(cfg.model)
+            if cfg.engine == "openai" and not (cfg.base_url and cfg.model):
+                raise ValueError("engine 'openai' needs base_url= and model=")
         work = _work_fields(cfg, engine=self.engine_label, model=self.model, base_url=self.base_url)
         tasks, new_tasks, run_id, existing = self._resolve(work)
         work["tasks"] = len(tasks)
@@ -878,7 +882,8 @@ class _Evaluation:
         policy = self.policy
         if policy is None:
             selfplay_config = SelfPlayConfig(
-                engine=cfg.engine,
+                # a given engine overrides config.engine (whose model may then be unset)
+                engine=cfg.engine if self.engine is None else "oracle",
                 model=cfg.model,
                 base_url=cfg.base_url,
                 dtype=cfg.dtype,

@@ -378,6 +378,26 @@ def test_a_run_id_reused_with_other_settings_is_refused(sqlite_url, capsys):
     assert "exists with different settings for samples" in capsys.readouterr().err
 
 
+def test_a_missing_model_or_an_unreachable_server_fails_in_one_line(sqlite_url, tmp_path, capsys):
+    from selfplay.vllm_server import free_port
+
+    _world(sqlite_url)
+    with kag.open(sqlite_url) as graph:
+        before = graph.stats()
+        with pytest.raises(ValueError, match="has no config.json"):
+            evaluate(graph, config=EvalConfig(model=str(tmp_path / "no-model"), progress=False))
+        assert graph.stats() == before
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    argv = ["eval", "--engine", "openai", "--base-url", url, "--model", "m", "--limit", "1"]
+    assert kag_main([*argv, "--no-progress", "--graph", sqlite_url]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"kag eval: error: cannot reach the model server at {url}")
+    assert len(err.splitlines()) == 1
+    with kag.open(sqlite_url) as graph:  # the attempt is on record, as failed
+        [run] = list(graph.iter_nodes("Run", where={"kind": "eval"}))
+        assert run.status == "failed" and run.counters["trajectories"] == 0
+
+
 # ---------------------------------------------------------------------- the tiny model
 
 
@@ -405,9 +425,7 @@ def test_tiny_model_on_the_in_process_engine_reports_what_the_graph_holds(vllm_e
     _world(sqlite_url, seed=2, size=120)
     budgets = dict(max_turns=2, max_new_tokens=24, max_context_tokens=2048, progress=False)
     with kag.open(sqlite_url) as graph:
-        greedy = evaluate(
-            graph, config=EvalConfig(model="-", limit=2, **budgets), engine=vllm_engine
-        )
+        greedy = evaluate(graph, config=EvalConfig(limit=2, **budgets), engine=vllm_engine)
         assert greedy.engine == "vllm" and greedy.model == str(
             Path(vllm_engine.model_dir).absolute()
         )
@@ -416,7 +434,7 @@ def test_tiny_model_on_the_in_process_engine_reports_what_the_graph_holds(vllm_e
         _check_report_is_the_graph(graph, greedy, per_task=1)
         # pass@2 on the same tasks: one greedy and two sampled trajectories per task, in one batch
         recording = _Recording(vllm_engine)
-        config = EvalConfig(model="-", tasks=f"run:{greedy.run_id}", samples=2, **budgets)
+        config = EvalConfig(tasks=f"run:{greedy.run_id}", samples=2, **budgets)
         sampled = evaluate(graph, config=config, engine=recording)
         assert sampled.overall.tasks == 2 and set(sampled.pass_at_k) == {"1", "2"}
         _check_report_is_the_graph(graph, sampled, per_task=3)
