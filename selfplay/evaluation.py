@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kag.schema import TASK_FAMILIES, Run, Task, Trajectory
+from kag.stores import redact_url
 from kag.stores.base import GraphBatch, GraphStore
 from selfplay.config import EngineKind, SelfPlayConfig
 from selfplay.generation import RolloutSource, build_policy, build_tools
@@ -219,7 +220,7 @@ def select_tasks(
         where_fields = {k: v for k, v in where_fields.items() if v is not None}
         tasks = [t for batch in store.iter_nodes("Task", where=where_fields) for t in batch]  # type: ignore[misc]
         if not tasks:
-            raise ValueError(f"no task in {store.url} has {selection.describe()}")
+            raise ValueError(f"no task in {redact_url(store.url)} has {selection.describe()}")
     else:
         assert selection.path is not None
         tasks = tasks_from_file(store, Path(selection.path))
@@ -255,8 +256,8 @@ def _tasks_in_graph(store: GraphStore, ids: Sequence[str], *, where: str) -> lis
     missing = sorted(set(ids) - {t.id for t in found})
     if missing:
         raise ValueError(
-            f"{len(missing)} of the {len(ids)} tasks of {where} are not in {store.url} "
-            f"(first: {missing[0]!r}); evaluate it on the graph it was exported from"
+            f"{len(missing)} of the {len(ids)} tasks of {where} are not in "
+            f"{redact_url(store.url)} (first: {missing[0]!r}); pass the --graph they come from"
         )
     return found
 
@@ -289,7 +290,7 @@ def _dataset_task_ids(root: Path, split: str | None) -> list[str]:
 def _run_tasks(store: GraphStore, run_id: str) -> list[Task]:
     found = store.get_nodes("Run", [run_id])
     if not found:
-        raise ValueError(f"--tasks run:{run_id}: no run {run_id!r} in {store.url}")
+        raise ValueError(f"--tasks run:{run_id}: no run {run_id!r} in {redact_url(store.url)}")
     ids = {e.source for e in store.edges("PRODUCED_BY", target=run_id) if e.source_kind == "Task"}
     for batch in store.iter_nodes("Trajectory", where={"run_id": run_id}):
         ids.update(t.task_id for t in batch)  # type: ignore[attr-defined]
@@ -352,7 +353,7 @@ def _fresh_tasks(
     tasks = [t for h in hops for t in chosen[h]]
     if not tasks:
         raise ValueError(
-            f"{store.url} yields no fresh {'/'.join(map(str, hops))}-hop tasks (every walk is "
+            f"{redact_url(store.url)} yields no fresh {'/'.join(map(str, hops))}-hop tasks (every walk is "
             "already a task or in a dataset); evaluate --tasks run:RUN_ID or a filter instead"
         )
     if len(tasks) < n:
@@ -752,7 +753,7 @@ def eval_report(store: GraphStore, run_id: str) -> EvalReport:
     """
     run = _stored_run(store, run_id)
     if run is None or run.kind != RUN_KIND:
-        raise ValueError(f"no eval run {run_id!r} in {store.url}")
+        raise ValueError(f"no eval run {run_id!r} in {redact_url(store.url)}")
     return _report(store, run)
 
 
@@ -918,6 +919,7 @@ class _Evaluation:
             run_id = cfg.run_id or eval_run_id(work)
             existing = _stored_run(store, run_id)
             if existing is not None:  # its fresh tasks are in the graph now: take them over
+                _check_resumable(existing, work)
                 produced = [
                     e.source
                     for e in store.edges("PRODUCED_BY", target=run_id)

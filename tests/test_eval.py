@@ -378,6 +378,12 @@ def test_a_run_id_reused_with_other_settings_is_refused(sqlite_url, capsys):
     assert "exists with different settings for samples" in capsys.readouterr().err
 
 
+def test_a_run_id_of_another_kind_of_run_is_refused(played, capsys):
+    argv = ["eval", "--engine", "oracle", "--run-id", "sp-2", "--no-progress"]
+    assert kag_main([*argv, "--graph", played.url]) == 2
+    assert "run 'sp-2' exists and is a 'selfplay' run, not an eval run" in capsys.readouterr().err
+
+
 def test_a_missing_model_or_an_unreachable_server_fails_in_one_line(sqlite_url, tmp_path, capsys):
     from selfplay.vllm_server import free_port
 
