@@ -41,8 +41,6 @@ from selfplay.rollout import Rollout
 from selfplay.solver import Action, TurnRequest
 from selfplay.writeback import write_tasks
 
-ORACLE = EvalConfig(engine="oracle", limit=6, progress=False)
-
 
 def _world(url: str, *, seed: int = 4, size: int = 200) -> None:
     with kag.open(url) as graph:
@@ -85,6 +83,7 @@ def _check_report_is_the_graph(graph: Any, report: EvalReport, *, per_task: int)
     assert math.isclose(report.accept_rate, report.overall.greedy_accepted / len(greedy))
     assert math.isclose(report.overall.mean_tokens, sum(t.n_tokens for t in greedy) / len(greedy))
     assert math.isclose(report.overall.mean_turns, sum(t.n_turns for t in greedy) / len(greedy))
+    assert math.isclose(report.overall.mean_reward, sum(t.reward for t in greedy) / len(greedy))
     [run] = store.get_nodes("Run", [rid])
     assert (run.kind, run.status) == ("eval", "completed")
     assert run.counters == report.counters()
@@ -104,7 +103,7 @@ def test_oracle_accepts_every_fresh_task_and_the_report_is_what_the_graph_holds(
         report = evaluate(graph, config=config)
         assert report.status == "completed"
         assert report.accept_rate == 1.0 and report.pass_at_k == {"1": 1.0}
-        assert report.overall.tasks == 6 and report.overall.mean_reward == 1.0
+        assert report.overall.tasks == 6 and report.overall.mean_reward > 0
         assert {h: m.tasks for h, m in report.by_hops.items()} == {"2": 3, "3": 3}
         assert set(report.by_family) == {"search"}
         assert report.tasks_in_datasets == 0
@@ -189,6 +188,18 @@ def test_pass_at_k_in_the_report_is_estimated_from_the_sampled_trajectories(sqli
         _check_report_is_the_graph(graph, report, per_task=5)
         # the report is the graph's: reading it back later gives the same numbers
         assert eval_report(graph.store, report.run_id).counters() == report.counters()
+
+
+def test_malformed_call_rate_counts_the_calls_that_could_not_be_parsed(sqlite_url):
+    _world(sqlite_url)
+    with kag.open(sqlite_url) as graph:
+        config = EvalConfig(engine="oracle", limit=3, progress=False)
+        report = evaluate(graph, config=config, policy=OraclePolicy(malformed_turns=1))
+        stored = list(graph.iter_nodes("Trajectory", where={"run_id": report.run_id}))
+        calls = sum(t.props["n_tool_calls"] for t in stored)
+        assert report.overall.malformed_calls == 3 and report.overall.tool_calls == calls > 0
+        assert report.overall.malformed_rate == pytest.approx(3 / (calls + 3))
+        assert report.policy == "oracle" and report.engine == "policy"
 
 
 # ---------------------------------------------------------------------- selections
