@@ -47,6 +47,7 @@ from kag.stores import redact_url
 from kag.stores.base import GraphBatch, GraphStore
 from selfplay.config import EngineKind, SelfPlayConfig
 from selfplay.generation import RolloutSource, build_policy, build_tools
+from selfplay.proposer import ProposerConfig
 from selfplay.rollout import trajectory_id
 from selfplay.scoring import Scorer
 from selfplay.solver import Policy, SolverConfig
@@ -188,11 +189,12 @@ def select_tasks(
     hops: Sequence[int] = (2,),
     seed: int = 0,
     verifiers: Sequence[str] = (),
+    proposer: ProposerConfig | None = None,
 ) -> list[Task]:
     """The tasks of a selection, sorted by id, at most `limit` (fresh: `limit` or 32 proposed).
 
-    Reads only: fresh tasks are proposed (split evenly over `hops`, with `verifiers` attached)
-    but not written. Raises a ValueError naming the dataset, run or filter that gives no task.
+    Reads only: fresh tasks are proposed (by `proposer`, default the self-play proposer's
+    settings; split evenly over `hops`, with `verifiers` attached) but not written. Raises a ValueError naming the dataset, run or filter that gives no task.
 
     >>> [t.id for t in select_tasks(store, "run:selfplay-1", limit=2)]  # doctest: +SKIP
     ['task:0a3f...', 'task:1c9e...']
@@ -203,7 +205,11 @@ def select_tasks(
         raise ValueError(f"limit must be >= 1, got {limit}")
     if selection.kind == "fresh":
         return _fresh_tasks(
-            store, limit or DEFAULT_FRESH_TASKS, hops=hops, seed=seed, verifiers=verifiers
+            store,
+            limit or DEFAULT_FRESH_TASKS,
+            hops=hops,
+            seed=seed,
+            config=dataclasses.replace(proposer or ProposerConfig(), verifiers=tuple(verifiers)),
         )
     if selection.kind == "dataset":
         assert selection.path is not None
@@ -323,13 +329,13 @@ def tasks_in_datasets(store: GraphStore, task_ids: Iterable[str]) -> set[str]:
 
 
 def _fresh_tasks(
-    store: GraphStore, n: int, *, hops: Sequence[int], seed: int, verifiers: Sequence[str]
+    store: GraphStore, n: int, *, hops: Sequence[int], seed: int, config: ProposerConfig
 ) -> list[Task]:
-    from selfplay.proposer import Proposer, ProposerConfig
+    from selfplay.proposer import Proposer
 
     if not hops or any(h < 1 for h in hops):
         raise ValueError(f"hops of fresh tasks must be >= 1, got {list(hops)}")
-    proposer = Proposer(store, config=ProposerConfig(verifiers=tuple(verifiers)))
+    proposer = Proposer(store, config=config)
     hops = sorted(set(hops))
     # n split evenly over the hop counts, the first ones taking the remainder
     want = {h: n // len(hops) + (i < n % len(hops)) for i, h in enumerate(hops)}
@@ -394,6 +400,9 @@ class EvalConfig:
     limit: int | None = None
     #: hop counts of fresh tasks, split evenly
     hops: tuple[int, ...] = (2,)
+    #: how fresh tasks are proposed (the self-play default; give a self-play run's own to draw
+    #: eval tasks the way its training tasks were drawn); its verifiers become the scorer's
+    proposer: ProposerConfig = field(default_factory=ProposerConfig)
     #: sampled trajectories per task for pass@k. 1: greedy only (pass@1 is the greedy accept
     #: rate); k > 1: one greedy trajectory (sample 0) plus k sampled at `temperature` (samples
     #: 1..k), with pass@j estimated from the k (Chen et al. 2021, arXiv 2107.03374)
@@ -454,9 +463,7 @@ class EvalConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["hops"] = list(self.hops)
-        return d
+        return json.loads(json.dumps(dataclasses.asdict(self), default=list))
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -532,6 +539,9 @@ def _work_fields(
     }
     if selection.kind == "fresh":
         fields["hops"] = sorted(set(config.hops))
+        fields["proposer"] = json.loads(
+            json.dumps(dataclasses.asdict(config.proposer) | {"verifiers": []}, default=list)
+        )
     return fields
 
 
@@ -934,6 +944,7 @@ class _Evaluation:
                 hops=cfg.hops,
                 seed=cfg.seed,
                 verifiers=self.scorer.verifier_ids,
+                proposer=cfg.proposer,
             )
             return tasks, tasks, run_id, None
         tasks = select_tasks(store, selection, limit=cfg.limit)

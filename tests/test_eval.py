@@ -303,6 +303,26 @@ def test_fresh_tasks_are_in_no_exported_dataset_even_when_their_task_nodes_are_g
         assert _ids(select_tasks(store, "fresh", limit=4, seed=0)) == _ids(first)
 
 
+def test_fresh_tasks_follow_the_proposer_settings_given(sqlite_url):
+    from selfplay.proposer import ProposerConfig
+
+    _world(sqlite_url)
+    with kag.open(sqlite_url) as graph:
+        relation = max(graph.relation_types().items(), key=lambda kv: kv[1])[0]
+        config = EvalConfig(
+            engine="oracle",
+            limit=3,
+            hops=(1,),
+            proposer=ProposerConfig(relation_types=(relation,)),
+            progress=False,
+        )
+        report = evaluate(graph, config=config)
+        tasks = select_tasks(graph.store, f"run:{report.run_id}")
+        assert len(tasks) == 3 and all(t.path["relations"] == [relation] for t in tasks)
+        [run] = graph.get_many("Run", [report.run_id])
+        assert run.config["proposer"]["relation_types"] == [relation]
+
+
 def _solve_with_the_oracle(graph: Any, tasks: list) -> None:
     from kag.schema import Run as RunRecord
     from selfplay.generation import RolloutSource, build_tools
