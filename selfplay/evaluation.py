@@ -91,7 +91,7 @@ class TaskSelection:
     | `run:RUN_ID`                  | `run`     | tasks PRODUCED_BY the run (self-play, import) and |
     |                               |           | tasks its trajectories solve (an eval run)        |
     | `family=F,hops=H,domain=D`    | `filter`  | the graph's tasks with those fields (any subset)  |
-    | `file:PATH` or a path         | `file`    | a task file (`tasks_from_file`)                   |
+    | `file:PATH` or a path         | `file`    | a task file, imported first (`tasks_from_file`)   |
 
     >>> TaskSelection.parse("family=search,hops=2")
     TaskSelection(kind='filter', path=None, split=None, run_id=None, family='search', hops=2, domain=None)
@@ -235,21 +235,27 @@ def select_tasks(
 
 
 def tasks_from_file(store: GraphStore, path: Path) -> list[Task]:
-    """The tasks of a user task file (MetaQA, BFCL, JSONL/CSV/Parquet), as Task records in the graph.
+    """The tasks of a user task file (MetaQA, JSONL, CSV, Parquet), imported into the graph first
+    by `selfplay.taskimport.import_tasks` (Tasks PRODUCED_BY a Run of kind "import").
 
-    The hook for `kag import tasks`: once the importer is merged this imports the file (an import
-    Run, idempotent by task id) and returns its tasks. Until then a task file is refused, naming
-    the two commands that do the same.
+    Importing is idempotent (the same file again writes nothing), so evaluating a file twice
+    evaluates the same tasks. A bad row raises the importer's error naming file, line and field.
     """
-    if not path.exists():
+    from selfplay.taskimport import import_tasks
+
+    if not path.is_file():
         raise FileNotFoundError(
             f"--tasks {path}: no such task file (selections: fresh, dataset:DIR[:SPLIT], "
             "run:RUN_ID, family=F,hops=H,domain=D, or a task file)"
         )
-    raise ValueError(
-        f"--tasks {path}: evaluating a task file directly is not wired yet; import it with "
-        f"`kag import tasks {path}` and evaluate its import run with --tasks run:RUN_ID"
-    )
+    report = import_tasks(store, [path])
+    if not report.task_ids:
+        raise ValueError(
+            f"--tasks {path}: no task of the file could be imported ({report.lines} lines: "
+            f"{report.unresolved} unresolved, {report.shortcut} shortcuts, "
+            f"{report.duplicates} duplicates)"
+        )
+    return _tasks_in_graph(store, report.task_ids, where=f"task file {path}")
 
 
 def _tasks_in_graph(store: GraphStore, ids: Sequence[str], *, where: str) -> list[Task]:

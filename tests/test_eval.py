@@ -332,6 +332,29 @@ def _solve_with_the_oracle(graph: Any, tasks: list) -> None:
     source.generate(tasks, run=RunRecord(id="gold", kind="selfplay"))
 
 
+def test_a_task_file_is_imported_once_and_its_tasks_evaluated(played, tmp_path):
+    store = played.store
+    proposed = Proposer(store).propose(3, hops=2, seed=7).tasks
+    rows = [
+        {"question": t.question, "answers": list(t.answers), "topic": t.path["entities"][0]}
+        for t in proposed
+    ]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tasks = select_tasks(store, str(path))
+    assert sorted(t.question for t in tasks) == sorted(t.question for t in proposed)
+    [run] = list(played.iter_nodes("Run", where={"kind": "import"}))
+    assert _ids(select_tasks(store, f"run:{run.id}")) == _ids(tasks)
+    report = evaluate(played, config=EvalConfig(engine="oracle", tasks=str(path), progress=False))
+    assert report.overall.tasks == 3 and report.selection == f"file:{path}"
+    _check_report_is_the_graph(played, report, per_task=1)
+    again = evaluate(
+        played, config=EvalConfig(engine="oracle", tasks=f"file:{path}", progress=False)
+    )
+    assert again.run_id == report.run_id and again.written_this_call == 0
+    assert played.count("Run", where={"kind": "import"}) == 1
+
+
 def test_selection_text_parses_into_each_kind(tmp_path):
     assert TaskSelection.parse(None).kind == TaskSelection.parse("fresh").kind == "fresh"
     d = TaskSelection.parse(f"dataset:{tmp_path}:test")
@@ -381,7 +404,7 @@ def test_cli_json_prints_one_object_with_the_report(sqlite_url, capsys):
         ("run:import-empty", "has no tasks"),
         ("family=compute", "no task in"),
         ("{tmp}/tasks.jsonl", "no such task file"),
-        ("{tmp}/real.jsonl", "import it with `kag import tasks"),
+        ("{tmp}/real.jsonl", "field 'answers'"),
         ("colour=red", "unknown filter key"),
     ],
 )
