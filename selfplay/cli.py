@@ -16,9 +16,13 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from kag.cli import add_graph_argument
 from selfplay.tooldefs import import_tools
+
+if TYPE_CHECKING:
+    from selfplay.config import JudgeConfig
 
 __all__ = ["eval_main", "import_tasks_main", "import_tools", "import_tools_main", "main"]
 
@@ -161,6 +165,68 @@ def _hops_range(text: str) -> tuple[int, int]:
     return a, b
 
 
+def _add_judge_arguments(p: argparse.ArgumentParser) -> None:
+    """`--judge policy|MODEL [--judge-base-url URL] [--judge-required] [--judge-constrained]`."""
+    p.add_argument(
+        "--judge",
+        default=None,
+        metavar="policy|MODEL",
+        help="add the LLM judge (llm_judge@1): 'policy' runs it on the policy's engine, a model "
+        "directory on an in-process vLLM engine of its own, a served model name with "
+        "--judge-base-url on that server; a reply without a VERDICT line is recorded as undecided",
+    )
+    p.add_argument(
+        "--judge-base-url", default=None, help="OpenAI-compatible server of the --judge model"
+    )
+    p.add_argument(
+        "--judge-required",
+        action="store_true",
+        help="accept a trajectory only when the judge says CORRECT (default: the verdict is "
+        "recorded and decides nothing)",
+    )
+    p.add_argument(
+        "--judge-constrained",
+        action="store_true",
+        help="constrain the judge's decoding to a reasoning line and the VERDICT line (vLLM "
+        "structured outputs), so every verdict parses",
+    )
+
+
+def _judge_of(args: argparse.Namespace) -> JudgeConfig | None:
+    """The `JudgeConfig` the judge arguments ask for (None without `--judge`), checked."""
+    from kag.cli import UserError
+    from selfplay.config import JudgeConfig
+
+    if args.judge is None and (
+        args.judge_base_url or args.judge_required or args.judge_constrained
+    ):
+        raise UserError(
+            "--judge-base-url, --judge-required and --judge-constrained need --judge policy|MODEL"
+        )
+    if args.judge == "policy" and args.engine == "oracle":
+        raise UserError(
+            "--judge policy runs on the policy's engine and the oracle has none: give --judge "
+            "a model directory (or a served name with --judge-base-url)"
+        )
+    if args.judge == "policy" and args.judge_base_url:
+        raise UserError("--judge-base-url needs --judge NAME, the model the server serves")
+    local_judge = args.judge not in (None, "policy") and not args.judge_base_url
+    if local_judge and not os.path.isdir(args.judge):
+        raise UserError(
+            f"--judge {args.judge}: no such model directory (or give --judge-base-url URL "
+            "for a served model)"
+        )
+    judge = None
+    if args.judge is not None:
+        judge = JudgeConfig(
+            model=args.judge,
+            base_url=args.judge_base_url,
+            required=args.judge_required,
+            constrained=args.judge_constrained,
+        )
+    return judge
+
+
 @contextlib.contextmanager
 def _stdout_to_stderr() -> Iterator[None]:
     """Send everything written to stdout (file descriptor 1) to stderr, child processes included.
@@ -230,34 +296,12 @@ def main(argv: list[str]) -> int:
         "rewrite that drops the quoted start name, names an answer or runs long is refused "
         "and the template stays (needs --engine vllm or openai)",
     )
-    p.add_argument(
-        "--judge",
-        default=None,
-        metavar="policy|MODEL",
-        help="add the LLM judge (llm_judge@1): 'policy' runs it on the policy's engine, a model "
-        "directory on an in-process vLLM engine of its own, a served model name with "
-        "--judge-base-url on that server; a reply without a VERDICT line is recorded as undecided",
-    )
-    p.add_argument(
-        "--judge-base-url", default=None, help="OpenAI-compatible server of the --judge model"
-    )
-    p.add_argument(
-        "--judge-required",
-        action="store_true",
-        help="accept a trajectory only when the judge says CORRECT (default: the verdict is "
-        "recorded and decides nothing)",
-    )
-    p.add_argument(
-        "--judge-constrained",
-        action="store_true",
-        help="constrain the judge's decoding to a reasoning line and the VERDICT line (vLLM "
-        "structured outputs), so every verdict parses",
-    )
+    _add_judge_arguments(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = parser.parse_args(argv)
 
     from kag.cli import UserError
-    from selfplay.config import CurriculumConfig, JudgeConfig, SelfPlayConfig
+    from selfplay.config import CurriculumConfig, SelfPlayConfig
     from selfplay.proposer import ProposerConfig
     from selfplay.runner import run
     from selfplay.solver import SolverConfig
@@ -268,33 +312,7 @@ def main(argv: list[str]) -> int:
         raise UserError("--engine openai needs --base-url URL and --model NAME")
     if args.rewrite_questions and args.engine == "oracle":
         raise UserError("--rewrite-questions needs a model engine: --engine vllm or openai")
-    if args.judge is None and (
-        args.judge_base_url or args.judge_required or args.judge_constrained
-    ):
-        raise UserError(
-            "--judge-base-url, --judge-required and --judge-constrained need --judge policy|MODEL"
-        )
-    if args.judge == "policy" and args.engine == "oracle":
-        raise UserError(
-            "--judge policy runs on the policy's engine and the oracle has none: give --judge "
-            "a model directory (or a served name with --judge-base-url)"
-        )
-    if args.judge == "policy" and args.judge_base_url:
-        raise UserError("--judge-base-url needs --judge NAME, the model the server serves")
-    local_judge = args.judge not in (None, "policy") and not args.judge_base_url
-    if local_judge and not os.path.isdir(args.judge):
-        raise UserError(
-            f"--judge {args.judge}: no such model directory (or give --judge-base-url URL "
-            "for a served model)"
-        )
-    judge = None
-    if args.judge is not None:
-        judge = JudgeConfig(
-            model=args.judge,
-            base_url=args.judge_base_url,
-            required=args.judge_required,
-            constrained=args.judge_constrained,
-        )
+    judge = _judge_of(args)
     config = SelfPlayConfig(
         run_id=args.run_id,
         tasks=args.tasks,
@@ -405,6 +423,7 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-id", default=None, help="eval run id (default: derived, resumable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_judge_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     args = parser.parse_args(argv)
 
@@ -432,6 +451,7 @@ def eval_main(argv: list[str]) -> int:
         seed=args.seed,
         run_id=args.run_id,
         progress=not args.no_progress,
+        judge=_judge_of(args),
     )
     with _stdout_to_stderr():
         report = evaluate(args.graph, config=config)

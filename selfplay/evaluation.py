@@ -45,11 +45,16 @@ from typing import Any, Literal
 from kag.schema import TASK_FAMILIES, Run, Task, Trajectory
 from kag.stores import redact_url
 from kag.stores.base import GraphBatch, GraphStore
-from selfplay.config import EngineKind, SelfPlayConfig
-from selfplay.generation import RolloutSource, build_policy, build_tools
+from selfplay.config import EngineKind, JudgeConfig, SelfPlayConfig
+from selfplay.generation import (
+    RolloutSource,
+    build_policy,
+    build_scorer,
+    build_suite,
+    build_tools,
+)
 from selfplay.proposer import ProposerConfig
 from selfplay.rollout import trajectory_id
-from selfplay.scoring import Scorer
 from selfplay.solver import Policy, SolverConfig
 from selfplay.writeback import ScoredRollout, task_batch, write_rollouts
 
@@ -423,6 +428,9 @@ class EvalConfig:
     max_context_tokens: int = 4096
     #: offer the sandboxed `python` tool besides the graph tools
     python_tool: bool = False
+    #: the LLM judge (`llm_judge@1`), as in self-play: give the training run's judge so a
+    #: trajectory is accepted here exactly when it would be there (None: the rule verifiers)
+    judge: JudgeConfig | None = None
     #: seed of fresh-task proposal and of sampling
     seed: int = 0
     #: the eval Run's id; None derives one from the model, selection, settings and seed
@@ -542,6 +550,7 @@ def _work_fields(
         "max_new_tokens": config.max_new_tokens,
         "max_context_tokens": config.max_context_tokens,
         "python_tool": config.python_tool,
+        "judge": dataclasses.asdict(config.judge) if config.judge is not None else None,
     }
     if selection.kind == "fresh":
         fields["hops"] = sorted(set(config.hops))
@@ -868,10 +877,13 @@ class _Evaluation:
         self.config = config
         self.engine = engine
         self.policy = policy
-        self.tools = build_tools(
-            store, SelfPlayConfig(engine="oracle", python_tool=config.python_tool)
+        # the policy and judge engines are not named here: this config only builds tools and
+        # the verifier suite (the engines are built later, from `config`, or handed over)
+        self.selfplay = SelfPlayConfig(
+            engine="oracle", python_tool=config.python_tool, judge=config.judge
         )
-        self.scorer = Scorer(self.tools)
+        self.tools = build_tools(store, self.selfplay)
+        self.verifier_ids = build_suite(self.selfplay).ids
         self.engine_label, self.model = _model_ref(config, engine, policy)
         self.base_url = getattr(engine, "base_url", None) or config.base_url
 
@@ -909,7 +921,14 @@ class _Evaluation:
             policy, close = build_policy(
                 selfplay_config, self.engine, greedy_samples=1 if cfg.samples > 1 else 0
             )
+        close_scorer: Callable[[], None] = lambda: None  # noqa: E731
         try:
+            scorer, close_scorer = build_scorer(
+                self.selfplay,
+                self.tools,
+                policy_engine=getattr(policy, "engine", None),
+                store=store,
+            )
             run = Run(
                 id=run_id,
                 kind=RUN_KIND,
@@ -918,8 +937,9 @@ class _Evaluation:
                 status="running",
                 counters=dict(existing.counters) if existing is not None else {},
             )
-            written = self._solve(policy, run, tasks, new_tasks)
+            written = self._solve(policy, scorer, run, tasks, new_tasks)
         finally:
+            close_scorer()
             close()
         report = eval_report(store, run_id)
         report.resumed = existing is not None
@@ -949,7 +969,7 @@ class _Evaluation:
                 limit=cfg.limit,
                 hops=cfg.hops,
                 seed=cfg.seed,
-                verifiers=self.scorer.verifier_ids,
+                verifiers=self.verifier_ids,
                 proposer=cfg.proposer,
             )
             return tasks, tasks, run_id, None
@@ -957,7 +977,9 @@ class _Evaluation:
         run_id = cfg.run_id or eval_run_id(work, tasks_sha256=_tasks_sha256(tasks))
         return tasks, [], run_id, _stored_run(store, run_id)
 
-    def _solve(self, policy: Any, run: Run, tasks: list[Task], new_tasks: list[Task]) -> int:
+    def _solve(
+        self, policy: Any, scorer: Any, run: Run, tasks: list[Task], new_tasks: list[Task]
+    ) -> int:
         store, cfg = self.store, self.config
         source = RolloutSource(
             store,
@@ -965,7 +987,7 @@ class _Evaluation:
             tools=self.tools,
             run_id=run.id,
             solver=cfg.solver(),
-            scorer=self.scorer,
+            scorer=scorer,
         )
         source.persist()
         head = task_batch(new_tasks, run_id=run.id) if new_tasks else GraphBatch()

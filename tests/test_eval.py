@@ -24,7 +24,7 @@ from exporters import Selection, SplitConfig, export
 from kag.cli import main as kag_main
 from kag.schema import Run
 from kag.world import generate_world, write_world
-from selfplay.config import CurriculumConfig, SelfPlayConfig
+from selfplay.config import CurriculumConfig, JudgeConfig, SelfPlayConfig
 from selfplay.evaluation import (
     EvalConfig,
     EvalReport,
@@ -438,6 +438,14 @@ def test_a_run_id_of_another_kind_of_run_is_refused(played, capsys):
     assert "run 'sp-2' exists and is a 'selfplay' run, not an eval run" in capsys.readouterr().err
 
 
+def test_judge_options_without_a_judge_are_refused(sqlite_url, capsys):
+    argv = ["eval", "--engine", "oracle", "--judge-required", "--graph", sqlite_url]
+    assert kag_main(argv) == 2
+    assert "need --judge policy|MODEL" in capsys.readouterr().err
+    assert kag_main(["eval", "--engine", "oracle", "--judge", "policy", "--graph", sqlite_url]) == 2
+    assert "the oracle has none" in capsys.readouterr().err
+
+
 def test_a_missing_model_or_an_unreachable_server_fails_in_one_line(sqlite_url, tmp_path, capsys):
     from selfplay.vllm_server import free_port
 
@@ -485,13 +493,24 @@ def test_tiny_model_on_the_in_process_engine_reports_what_the_graph_holds(vllm_e
     _world(sqlite_url, seed=2, size=120)
     budgets = dict(max_turns=2, max_new_tokens=24, max_context_tokens=2048, progress=False)
     with kag.open(sqlite_url) as graph:
-        greedy = evaluate(graph, config=EvalConfig(limit=2, **budgets), engine=vllm_engine)
+        # the policy's engine also judges (optional: recorded, deciding nothing)
+        judge = JudgeConfig(model="policy", max_tokens=16)
+        config = EvalConfig(limit=2, judge=judge, **budgets)
+        greedy = evaluate(graph, config=config, engine=vllm_engine)
         assert greedy.engine == "vllm" and greedy.model == str(
             Path(vllm_engine.model_dir).absolute()
         )
         assert greedy.accept_rate == 0.0  # random weights
         assert greedy.overall.mean_tokens > 0
         _check_report_is_the_graph(graph, greedy, per_task=1)
+        judged = {
+            v.subject_id for v in graph.iter_nodes("Verification") if v.verifier_id == "llm_judge@1"
+        }
+        assert judged == {
+            t.id for t in graph.iter_nodes("Trajectory", where={"run_id": greedy.run_id})
+        }
+        [run] = graph.get_many("Run", [greedy.run_id])
+        assert run.config["judge"]["model"] == "policy"
         # pass@2 on the same tasks: one greedy and two sampled trajectories per task, in one batch
         recording = _Recording(vllm_engine)
         config = EvalConfig(tasks=f"run:{greedy.run_id}", samples=2, **budgets)
