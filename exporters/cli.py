@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         help="keep trajectories with malformed or schema-invalid tool calls in sft exports "
         "(left out by default)",
     )
+    f.add_argument(
+        "--include-eval",
+        action="store_true",
+        help="also export trajectories of evaluation runs (left out by default, so held-out "
+        "tasks never leak into training data)",
+    )
     f.add_argument("--min-turns", type=int, default=None, metavar="N")
     f.add_argument("--max-turns", type=int, default=None, metavar="N")
     f.add_argument("--min-hops", type=int, default=None, metavar="N")
@@ -133,6 +139,7 @@ def main(argv: list[str]) -> int:
         min_hops=args.min_hops,
         max_hops=args.max_hops,
         keep_invalid_calls=True if args.keep_invalid_calls else None,
+        include_eval=args.include_eval,
     )
     result = export(
         args.kind,

@@ -183,8 +183,9 @@ def _export(
         raise
 
     dropped = {"filtered": read.get("filtered", 0), **dict(dedup.dropped)}
-    if read.get("invalid_calls"):
-        dropped["invalid_calls"] = read["invalid_calls"]
+    for reason in ("invalid_calls", "eval"):
+        if read.get(reason):
+            dropped[reason] = read[reason]
     if rows == 0:
         raise EmptySelectionError(
             f"no {kind} rows selected from {redact_url(store.url)} with filters "

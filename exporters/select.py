@@ -81,6 +81,8 @@ class Selection:
     - `keep_invalid_calls`: keep trajectories with a malformed or schema-invalid tool call
       (`Trajectory.props["n_invalid_calls"]`, else `n_malformed`); None means the kind's default:
       `sft` leaves them out (a model would learn the broken calls), `rl` and `opd` keep them.
+    - `include_eval`: also read trajectories of evaluation Runs (kind `eval`); by default they are
+      left out, so a held-out evaluation never leaks its tasks into training data.
     - `verdict` defaults per kind: `sft` exports accepted trajectories only (`("accepted",)`);
       `rl` and `opd` consider every trajectory of a task.
     - `batch_size`: records read per query round trip (memory scales with it, not the graph).
@@ -96,6 +98,7 @@ class Selection:
     min_hops: int | None = None
     max_hops: int | None = None
     keep_invalid_calls: bool | None = None
+    include_eval: bool = False
     batch_size: int = 1000
 
     def __post_init__(self) -> None:
@@ -230,6 +233,25 @@ class _Reader:
         self._tool_specs: dict[str, dict[str, Any] | None] = {}
         self._tools_json: dict[tuple[str, ...], str] = {}
         self._verifiers: dict[str, dict[str, Any] | None] = {}
+        self._run_kinds: dict[str, str | None] = {}
+
+    def run_kinds(self, run_ids: Iterable[str]) -> dict[str, str | None]:
+        """Run id -> its kind (None for a run id with no Run node); cached, one lookup per batch."""
+        missing = sorted({r for r in run_ids if r and r not in self._run_kinds})
+        if missing:
+            found = self.nodes("Run", missing)
+            for r in missing:
+                self._run_kinds[r] = found[r].kind if r in found else None
+        return self._run_kinds
+
+    def drops_eval(
+        self, selection: Selection, trajectories: Sequence[Trajectory]
+    ) -> list[Trajectory]:
+        """The trajectories a selection keeps: those of eval Runs only with `include_eval`."""
+        if selection.include_eval:
+            return list(trajectories)
+        kinds = self.run_kinds(t.run_id for t in trajectories)
+        return [t for t in trajectories if kinds.get(t.run_id) != "eval"]
 
     def nodes(self, kind: str, ids: Iterable[str]) -> dict[str, Any]:
         wanted = sorted(set(ids))
@@ -351,13 +373,15 @@ def iter_trajectories(
     """Batches of selected trajectories in trajectory id order.
 
     `counters` (if given) receives `read` (trajectories matching the trajectory filters),
-    `filtered` (dropped by turn, invalid-call, task or missing-task filters) and, among those,
-    `invalid_calls` (dropped for malformed or schema-invalid tool calls).
+    `filtered` (dropped by turn, invalid-call, eval-run, task or missing-task filters) and, among
+    those, `invalid_calls` (malformed or schema-invalid tool calls) and `eval` (trajectories of
+    evaluation Runs).
     """
     counters = counters if counters is not None else {}
     counters.setdefault("read", 0)
     counters.setdefault("filtered", 0)
     counters.setdefault("invalid_calls", 0)
+    counters.setdefault("eval", 0)
     reader = _Reader(store)
     for batch in store.iter_nodes(
         "Trajectory", where=selection.trajectory_where(), batch_size=selection.batch_size
@@ -366,7 +390,8 @@ def iter_trajectories(
         kept = [t for t in batch if selection.keeps_turns(t.n_turns)]
         clean = [t for t in kept if selection.keeps_calls(t)]
         counters["invalid_calls"] += len(kept) - len(clean)
-        kept = clean
+        kept = reader.drops_eval(selection, clean)
+        counters["eval"] += len(clean) - len(kept)
         tasks = reader.nodes("Task", (t.task_id for t in kept))
         kept = [t for t in kept if t.task_id in tasks and selection.keeps_task(tasks[t.task_id])]
         counters["filtered"] += len(batch) - len(kept)
@@ -383,12 +408,13 @@ def iter_tasks(
     """Batches of selected tasks in task id order; a task is selected when at least one of its
     trajectories passes the trajectory filters (its prompt and tools come from the first one).
 
-    `counters` receives `read` (tasks passing the task filters) and `filtered` (of those, tasks
-    with no matching trajectory).
+    `counters` receives `read` (tasks passing the task filters), `filtered` (of those, tasks
+    with no matching trajectory) and `eval` (trajectories of evaluation Runs left out).
     """
     counters = counters if counters is not None else {}
     counters.setdefault("read", 0)
     counters.setdefault("filtered", 0)
+    counters.setdefault("eval", 0)
     reader = _Reader(store)
     traj_where = selection.trajectory_where()
     for batch in store.iter_nodes(
@@ -397,9 +423,15 @@ def iter_tasks(
         tasks = {t.id: t for t in batch if selection.keeps_task(t)}
         counters["read"] += len(tasks)
         matching: dict[str, list[Trajectory]] = defaultdict(list)
-        for traj in reader.iter_where("Trajectory", "task_id", list(tasks), **traj_where):
-            if selection.keeps_turns(traj.n_turns) and selection.keeps_calls(traj):
-                matching[traj.task_id].append(traj)
+        found = [
+            traj
+            for traj in reader.iter_where("Trajectory", "task_id", list(tasks), **traj_where)
+            if selection.keeps_turns(traj.n_turns) and selection.keeps_calls(traj)
+        ]
+        kept = reader.drops_eval(selection, found)
+        counters["eval"] += len(found) - len(kept)
+        for traj in kept:
+            matching[traj.task_id].append(traj)
         selected = sorted(matching)
         counters["filtered"] += len(tasks) - len(selected)
         if not selected:

@@ -592,3 +592,32 @@ def test_kag_eval_through_a_vllm_openai_server(vllm_server, sqlite_url, capsys):
         _check_report_is_the_graph(graph, stored, per_task=3)
         assert report["accept_rate"] == stored.accept_rate
         assert report["by_family"] == {k: v.to_dict() for k, v in stored.by_family.items()}
+
+
+def test_exports_leave_out_evaluation_trajectories_unless_asked(sqlite_url, tmp_path):
+    from exporters import EmptySelectionError
+
+    _world(sqlite_url)
+    with kag.open(sqlite_url) as graph:
+        _selfplay(graph, "train-run", tasks=3)
+        report = evaluate(graph, config=EvalConfig(engine="oracle", limit=4, progress=False))
+        held_out_ids = {
+            t.task_id
+            for batch in graph.store.iter_nodes("Trajectory", where={"run_id": report.run_id})
+            for t in batch
+        }
+        assert len(held_out_ids) == 4
+    for kind in ("sft", "rl"):
+        result = export(kind, tmp_path / kind, graph=sqlite_url)
+        rows = pq.read_table(tmp_path / kind / "data").to_pylist()
+        assert {r["run_id"] for r in rows} == {"train-run"}
+        assert not {r["task_id"] for r in rows} & held_out_ids
+        assert result.counts["dropped"]["eval"] >= 4
+    with pytest.raises(EmptySelectionError):  # only evaluation data: nothing to export
+        export(
+            "sft", tmp_path / "none", graph=sqlite_url, selection=Selection(run_id=report.run_id)
+        )
+    both = export(
+        "sft", tmp_path / "both", graph=sqlite_url, selection=Selection(include_eval=True)
+    )
+    assert both.counts["rows"] == 3 + 4

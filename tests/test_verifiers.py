@@ -408,7 +408,11 @@ def test_a_judge_reply_without_verdict_is_undecided():
 def test_judge_without_an_engine_cannot_decide():
     r = LLMJudge().verify(TASK, solved())
     assert (r.passed, r.detail) == (None, "no engine given to the LLM judge")
-    assert LLMJudge(engine=object()).record().config == {"constrained": False, "max_tokens": 256, "temperature": 0.0}
+    assert LLMJudge(engine=object()).record().config == {
+        "constrained": False,
+        "max_tokens": 256,
+        "temperature": 0.0,
+    }
 
 
 # --------------------------------------------------------------------------- suite
