@@ -633,8 +633,8 @@ def check_reply(constraints: Sequence[Constraint], content: str) -> list[Constra
 
 # --------------------------------------------------------------------------- a reply that meets them
 
-#: neutral sentences added where a reply needs more words or sentences: no comma, no keyword
-#: or forbidden word of the vocabularies in `selfplay.instruction`
+#: neutral sentences added where a reply needs more words or sentences: no comma and no word of
+#: `selfplay.instruction.FORBIDDEN_WORDS` (a test holds them to it)
 FILLER = (
     "Each hop was followed with a tool call.",
     "The relations came from the knowledge graph.",
@@ -697,10 +697,8 @@ def render_reply(answers: Sequence[str], constraints: Sequence[Constraint] = ())
         text = "\n".join(lines)
         return f'"{text}"' if "quotation" in by else text
 
-    min_words = by["min_words"].n if isinstance(by.get("min_words"), MinWords) else 0  # type: ignore[attr-defined]
-    min_sentences = (
-        by["min_sentences"].n if isinstance(by.get("min_sentences"), MinSentences) else 0  # type: ignore[attr-defined]
-    )
+    min_words = max((c.n for c in constraints if isinstance(c, MinWords)), default=0)
+    min_sentences = max((c.n for c in constraints if isinstance(c, MinSentences)), default=0)
     filler: list[str] = []
     reply = assemble(filler)
     while len(filler) < _MAX_FILLER:

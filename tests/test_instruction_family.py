@@ -17,6 +17,7 @@ import pytest
 from exporters.exporter import export
 from exporters.select import Selection
 from kag.schema import Run, Task
+from kag.taskfiles import TaskFileError
 from kag.world import generate_world, write_world
 from selfplay.answers import answer_items, score_answer
 from selfplay.constraints import (
@@ -334,8 +335,8 @@ def _world_answer_sets(world, n: int = 60) -> list[tuple[str, ...]]:
 
 def test_chosen_constraints_always_hold_with_the_answers_over_many_seeds(world):
     kinds_seen: set[str] = set()
-    for answers in _world_answer_sets(world):
-        base = _task(answers, id=f"task:{abs(hash(answers))}")
+    for i, answers in enumerate(_world_answer_sets(world)):
+        base = _task(answers, id=f"task:{i}")
         for seed in range(12):
             for n in (1, 2, 3):
                 task = compose(base, rng=seed, n_constraints=n)
@@ -555,6 +556,35 @@ def test_an_imported_task_with_constraints_is_checked_the_same_way(sqlite_url, t
     ):
         r = s.evaluate(task, _with_final(rollout.messages, bad), context)
         assert r.results["answer_match@2"].passed and not r.accepted, bad
+    graph.close()
+
+
+def test_an_imported_row_whose_constraints_do_not_read_is_an_error_naming_file_and_line(
+    sqlite_url, tmp_path
+):
+    import kag
+
+    graph = kag.open(sqlite_url)
+    graph.upsert_entities(
+        [{"id": "ada", "name": "Ada Lovelace"}, {"id": "london", "name": "London"}]
+    )
+    rows = [
+        {"question": "Where was [Ada Lovelace] born?", "answers": ["London"]},
+        {
+            "question": "Where was [Ada Lovelace] born?",
+            "answers": ["London"],
+            "constraints": {"instructions": [{"kind": "max_words", "n": -1}]},
+        },
+    ]
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(TaskFileError) as err:
+        import_tasks(graph, [path])
+    assert "tasks.jsonl line 2, field 'constraints': constraints.instructions[0]: constraint " in (
+        str(err.value)
+    )
+    assert "'max_words': n must be a positive integer, got -1" in str(err.value)
+    assert graph.count("Task") == 0  # nothing half-written
     graph.close()
 
 
