@@ -1,14 +1,21 @@
 """The instruction family: output constraints composed onto tasks of the other families.
 
-| name                  | what it gives                                                          |
-|-----------------------|------------------------------------------------------------------------|
-| `compose`             | a Task of family "instruction": the base task + a satisfiable set of   |
-|                       | constraints (`selfplay.constraints`), id derived from both             |
-| `compose_tasks`       | `compose` over many tasks with one seed (those no constraint fits left out) |
-| `choose_constraints`  | a random set of constraints that hold together with naming the answers |
-| `suite`               | the default suite + `instruction_following@1` (required, and in the reward) |
-| `render_answer`       | the oracle's final message for a task (`selfplay.constraints.render_reply`) |
-| `VERIFIER_ID`         | `"instruction_following@1"`                                            |
+| name                 | what it gives                                                          |
+|----------------------|------------------------------------------------------------------------|
+| `compose`            | a Task of family "instruction": the base task + a satisfiable set of   |
+|                      | constraints (`selfplay.constraints`), its id derived from both         |
+| `compose_tasks`      | `compose` over many tasks with one seed (tasks nothing fits left out)  |
+| `choose_constraints` | a random set of constraints that hold together with naming the answers |
+| `suite`              | the default suite + `instruction_following@1` (required, in the reward)|
+| `render_answer`      | the final message that meets a task's constraints (what the oracle     |
+|                      | writes, through `selfplay.constraints.render_reply`)                   |
+| `VERIFIER_ID`        | `"instruction_following@1"`                                            |
+
+A self-play run of the family proposes tasks as usual, composes them (`compose_tasks`), and
+scores with `suite()`; `OraclePolicy` meets the constraints of any task that carries them. The
+graph holds the composed task, not its base, so the proposer does not know the walk: pass the
+`base_task_id`s of the graph's instruction tasks as `Proposer.propose(exclude=...)` to keep
+one composed task per walk.
 
 A composed task keeps the base task's answers, answer ids, path, hops and walk signature, so
 `answer_match` and `evidence_coverage` apply unchanged; its question is the base question and
