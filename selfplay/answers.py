@@ -4,7 +4,8 @@
 |----------------------|------------------------------------------------------------------------|
 | `normalize_answer`   | text for comparison (accents, case, punctuation, leading article gone) |
 | `answers_match`      | whether two answers name the same thing after normalising              |
-| `answer_items`       | the items a final answer lists, split where the split matches best     |
+| `answer_items`       | the items a final answer lists: a JSON list, a bullet list, or text    |
+|                      | split where the split matches best                                     |
 | `score_answer`       | precision and recall of a final answer against every valid answer      |
 | `leaked_answer`      | the first answer a question names (a shortcut), else None              |
 
@@ -23,6 +24,7 @@ AnswerScore(precision=0.6666666666666666, recall=1.0, items=3, matched=2)
 from __future__ import annotations
 
 import functools
+import json
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -46,6 +48,7 @@ _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _LEADING_ARTICLE = re.compile(r"^(?:a|an|the)\s+(?=\S)")
 _LIST_SEPARATORS = (";", "\n", "|", ",")
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")
+_JSON_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL | re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=1 << 16)  # the same answers are compared again and again
@@ -90,18 +93,29 @@ def answer_items(answer: str, golds: Sequence[str] = ()) -> list[str]:
     """The items a final answer lists.
 
     The whole answer is one item when it matches a valid answer (names may hold commas:
-    "Salò, or the 120 Days of Sodom"); otherwise it is split at one kind of separator (`;`,
-    new line, `|`, `,`), the one whose items match the most valid answers; list bullets and
-    numbers are dropped, blank and repeated items too.
+    "Salò, or the 120 Days of Sodom"). Else a JSON list of strings or numbers (in a ```json
+    fence or not) gives its items, and so does a bullet list (every line starts with `- `,
+    `* `, `• ` or a number), one item a line whatever the item holds; otherwise the answer is
+    split at one kind of separator (`;`, new line, `|`, `,`), the one whose items match the
+    most valid answers, list bullets and numbers dropped. Blank and repeated items are dropped.
 
     >>> answer_items("1. Paris\\n2. Lyon"), answer_items("Salò, or the 120 Days", ["Salò, or the 120 Days"])
     (['Paris', 'Lyon'], ['Salò, or the 120 Days'])
+    >>> answer_items('["Paris", "Lyon; Rhône"]'), answer_items("- Lyon, Rhône\\n- Paris")
+    (['Paris', 'Lyon; Rhône'], ['Lyon, Rhône', 'Paris'])
     """
     whole = answer.strip()
     if not whole:
         return []
     if any(answers_match(whole, g) for g in golds):
         return [whole]
+    listed = _json_items(whole)
+    if listed is None:
+        lines = [line for line in whole.splitlines() if line.strip()]
+        if all(_BULLET.match(line) for line in lines):
+            listed = [_BULLET.sub("", line) for line in lines]
+    if listed is not None:
+        return _distinct(item.strip() for item in listed)
     best, best_hits = [whole], -1
     for sep in _LIST_SEPARATORS:
         parts = _distinct(_BULLET.sub("", p).strip() for p in whole.split(sep))
@@ -111,6 +125,23 @@ def answer_items(answer: str, golds: Sequence[str] = ()) -> list[str]:
         if hits > best_hits:
             best, best_hits = parts, hits
     return best
+
+
+def _json_items(text: str) -> list[str] | None:
+    """The items of a JSON list of strings or numbers, else None (an object, nested lists, prose)."""
+    fenced = _JSON_FENCE.match(text)
+    body = fenced.group(1) if fenced else text
+    if not body.startswith("["):
+        return None
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(v, str | int | float) and not isinstance(v, bool) for v in value
+    ):
+        return None
+    return [v if isinstance(v, str) else json.dumps(v) for v in value]
 
 
 def _distinct(items: Iterable[str]) -> list[str]:

@@ -10,7 +10,8 @@ verifiers and write-back, in the same message format (`policy="oracle"`). Its tu
 | 1 + k  | `get_relations(entity_id=e, relation=rk)` for each entity e reached after k-1 hops |
 |        | (path entity first; more turns when a hop has more than `max_calls_per_turn`)     |
 | last   | `<answer>names of every entity reached after H hops</answer>`, joined by "; " (or  |
-|        | another separator when a name holds ";")                                           |
+|        | another separator when a name holds ";"); a task with output constraints gets the  |
+|        | reply `selfplay.constraints.render_reply` writes to meet them                      |
 
 It reads the entities reached from the tool observations (set semantics, as the proposer's
 answers), so it names every answer, as `answer_match@2` requires. `malformed_turns=n`
@@ -25,6 +26,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from selfplay.constraints import render_reply, task_constraints
 from selfplay.rollout import Rollout
 from selfplay.solver import Action, TurnRequest
 
@@ -94,10 +96,20 @@ class OraclePolicy:
             frontier = _path_first(found, entities[k]) if found else []
             if not frontier:
                 break
-        return self._answer(frontier, _names(r.messages))
+        return self._answer(frontier, _names(r.messages), task)
 
-    def _answer(self, reached: list[str], names: dict[str, str]) -> str:
+    def _answer(self, reached: list[str], names: dict[str, str], task: Any) -> str:
         answers = list(dict.fromkeys(names.get(i, i) for i in reached))
+        try:
+            constraints = task_constraints(task)
+        except ValueError:  # unreadable constraints: instruction_following says so, undecided
+            constraints = []
+        if constraints:  # an instruction task: the reply must meet its output constraints
+            return (
+                f"<think>{len(answers)} entit{'y' if len(answers) == 1 else 'ies'} reached; "
+                f"{len(constraints)} output constraints to meet.</think>\n"
+                + render_reply(answers, constraints)
+            )
         # join with a separator no name holds, so answer_match reads the list item by item
         sep = next(
             (s for s in ANSWER_SEPARATORS if not any((s.strip() or s) in a for a in answers)),

@@ -10,7 +10,8 @@ good, the tasks as proposed ones are written (`selfplay.writeback.task_batch`):
 | Task                   | question with `[X]` as `"X"`, answers, answer_ids, hops, family, domain; |
 |                        | path `{"entities": [topic, ...gold path]}`; props `start_name`, `topic`  |
 |                        | (as the row names it), `source` (file and line), `verifiers`,            |
-|                        | `constraints` when given                                                 |
+|                        | `constraints` when given (their `instructions`, output constraints of    |
+|                        | `selfplay.constraints`, must read, else the row is an error)             |
 | SUPPORTS               | topic entity and every gold-path entity -> Task                          |
 | CHECKED_BY             | Task -> every verifier (default: `VerifierSuite.default()`, persisted)   |
 | PRODUCED_BY            | Task -> the import Run (kind "import", config and counters of the import)|
@@ -52,6 +53,7 @@ from kag.taskfiles import (
     task_format,
 )
 from selfplay.answers import leaked_answer
+from selfplay.constraints import parse_constraints
 from selfplay.proposer import TASK_ID_PREFIX
 from selfplay.writeback import task_batch
 
@@ -206,6 +208,13 @@ def import_tasks(
     for row in rows:
         tally = counts[row.file]
         tally["lines"] += 1
+        try:  # output constraints must read before a task holds them
+            parse_constraints(row.constraints)
+        except ValueError as err:
+            n_errors += 1
+            if len(errors) < MAX_ERRORS:
+                errors.append(ImportFileError(row.file, row.line, "constraints", str(err)))
+            continue
         try:
             task, missing = _task(row, found, verifier_ids)
         except _PathMismatch as err:

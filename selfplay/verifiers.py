@@ -8,6 +8,8 @@
 | `process@1`             | at least one tool call per hop                                        | rule |
 | `tool_call_validity@1`  | no call is malformed or invalid for its tool's schema                 | rule |
 | `no_shortcut@1`         | the question names no answer (`selfplay.answers.leaked_answer`)       | rule |
+| `instruction_following@1` | the final reply meets every output constraint of the task           | rule |
+|                         | (`selfplay.constraints`; score: the share met)                        |      |
 | `tool_step@1`           | per tool Step: call valid, observation informative, still on a path   | rule |
 |                         | that reaches an answer (Verifications with VERIFIES -> Step)          |      |
 | `llm_judge@1`           | an engine, shown question, answers and reply, says CORRECT            | llm  |
@@ -32,6 +34,7 @@ from typing import Any, ClassVar
 
 from kag.schema import Step, Task, Verifier
 from selfplay.answers import leaked_answer, normalize_answer, score_answer
+from selfplay.constraints import check_reply, task_constraints
 from selfplay.graph_tools import entity_ids_in
 from selfplay.parsing import extract_answer
 
@@ -44,6 +47,7 @@ __all__ = [
     "ProcessCheck",
     "ToolCallValidity",
     "NoShortcut",
+    "InstructionFollowing",
     "LLMJudge",
     "VERIFIERS",
     "build_verifier",
@@ -495,6 +499,69 @@ class NoShortcut(TrajectoryVerifier):
         return VerifierResult(passed=True, score=1.0, detail="the question contains no answer")
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InstructionFollowing(TrajectoryVerifier):
+    """The final reply meets every output constraint of the task, as IFEval checks them.
+
+    The constraints are the task's `props["constraints"]["instructions"]`
+    (`selfplay.constraints.task_constraints`); each is checked on the reply, the final
+    assistant message's content without reasoning and with the `<answer>` tags dropped
+    (`selfplay.constraints.reply_text`). Passes when all pass; score: the share that pass;
+    `checks`: one per constraint kind. A final message without `<answer>` fails; a task without
+    constraints passes, unless its family is "instruction" (undecided: its constraints are
+    missing); constraints that do not read are undecided, with the reason.
+    """
+
+    name: ClassVar[str] = "instruction_following"
+
+    def verify(
+        self, task: Task, trajectory: Any, context: VerifyContext | None = None
+    ) -> VerifierResult:
+        try:
+            constraints = task_constraints(task)
+        except ValueError as err:
+            return VerifierResult(passed=None, score=0.0, detail=str(err))
+        if not constraints:
+            if task.family == "instruction":
+                return VerifierResult(
+                    passed=None,
+                    score=0.0,
+                    detail=f"instruction task {task.id!r} carries no output constraints",
+                )
+            return VerifierResult(
+                passed=True, score=1.0, detail="the task has no output constraints"
+            )
+        content = _final_content(trajectory_messages(trajectory))
+        if content is None or extract_answer(content) is None:
+            return VerifierResult(
+                passed=False,
+                score=0.0,
+                detail="no <answer>...</answer> in the final assistant message",
+            )
+        results = check_reply(constraints, content)
+        checks: dict[str, bool | None] = {}
+        for r in results:
+            key, k = r.constraint.kind, 2
+            while key in checks:
+                key, k = f"{r.constraint.kind}#{k}", k + 1
+            checks[key] = r.passed
+        good = sum(r.passed for r in results)
+        failed = [f"{r.constraint.kind}: {r.detail}" for r in results if not r.passed]
+        detail = f"{good}/{len(results)} output constraints met"
+        if failed:
+            detail += "; " + "; ".join(failed)
+        return VerifierResult(
+            passed=good == len(results), score=good / len(results), detail=detail, checks=checks
+        )
+
+
+def _final_content(messages: Sequence[Mapping[str, Any]]) -> str | None:
+    for m in reversed(messages):
+        if m.get("role") == "assistant":
+            return str(m.get("content") or "")
+    return None
+
+
 # --------------------------------------------------------------------------- step checks
 
 
@@ -732,6 +799,7 @@ VERIFIERS: dict[str, type[TrajectoryVerifier]] = {
         ProcessCheck,
         ToolCallValidity,
         NoShortcut,
+        InstructionFollowing,
         ToolStepCheck,
         LLMJudge,
     )
