@@ -286,6 +286,14 @@ def main(argv: list[str]) -> int:
     )
     p.add_argument("--no-coverage", action="store_true", help="sample start entities uniformly")
     p.add_argument(
+        "--family",
+        action="append",
+        default=[],
+        choices=("search", "instruction"),
+        help="task family to propose (repeatable; default search): the round's tasks are "
+        "shared out over them",
+    )
+    p.add_argument(
         "--python-tool", action="store_true", help="also offer the sandboxed python tool"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -325,6 +333,7 @@ def main(argv: list[str]) -> int:
         tasks_per_round=args.tasks_per_round,
         coverage=not args.no_coverage,
         workers=args.workers,
+        families=tuple(args.family) or ("search",),
         python_tool=args.python_tool,
         progress=not args.no_progress,
         judge=judge,

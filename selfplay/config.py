@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from selfplay.families import check_families
 from selfplay.proposer import ProposerConfig
 from selfplay.solver import SolverConfig
 
@@ -138,6 +139,9 @@ class SelfPlayConfig:
     coverage: bool = True
     #: Ray workers that generate trajectories (0: in this process); the driver writes
     workers: int = 0
+    #: task families the run proposes, the tasks of each round shared out over them
+    #: (`selfplay.families`: search, instruction)
+    families: tuple[str, ...] = ("search",)
     #: offer the sandboxed `python` tool besides the graph tools
     python_tool: bool = False
     #: show a progress bar on stderr
@@ -159,6 +163,11 @@ class SelfPlayConfig:
             )
         if self.engine not in ("oracle", "vllm", "openai"):
             raise ValueError(f"engine must be oracle, vllm or openai, got {self.engine!r}")
+        if isinstance(self.families, str):
+            raise ValueError(
+                f"families must be a list of family names, not the string {self.families!r}"
+            )
+        object.__setattr__(self, "families", check_families(self.families))
         if self.engine == "vllm" and not self.model:
             raise ValueError("engine 'vllm' needs model= (a model directory)")
         if self.engine == "openai" and not (self.base_url and self.model):
@@ -170,4 +179,7 @@ class SelfPlayConfig:
     def work_fields(self) -> dict[str, Any]:
         """What decides the run's tasks and trajectories (must match when resuming)."""
         d = self.to_dict()
-        return {k: d[k] for k in ("tasks", "samples", "seed", "proposer", "curriculum")}
+        out = {k: d[k] for k in ("tasks", "samples", "seed", "proposer", "curriculum")}
+        if self.families != ("search",):  # runs made before families resume as search runs
+            out["families"] = list(self.families)
+        return out

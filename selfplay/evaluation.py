@@ -46,6 +46,7 @@ from kag.schema import TASK_FAMILIES, Run, Task, Trajectory
 from kag.stores import redact_url
 from kag.stores.base import GraphBatch, GraphStore
 from selfplay.config import EngineKind, JudgeConfig, SelfPlayConfig
+from selfplay.families import PROPOSED_FAMILIES
 from selfplay.generation import (
     RolloutSource,
     build_policy,
@@ -879,8 +880,12 @@ class _Evaluation:
         self.policy = policy
         # the policy and judge engines are not named here: this config only builds tools and
         # the verifier suite (the engines are built later, from `config`, or handed over)
+        # every proposed family's suite, so each task is scored as its family asks
         self.selfplay = SelfPlayConfig(
-            engine="oracle", python_tool=config.python_tool, judge=config.judge
+            engine="oracle",
+            python_tool=config.python_tool,
+            judge=config.judge,
+            families=PROPOSED_FAMILIES,
         )
         self.tools = build_tools(store, self.selfplay)
         self.verifier_ids = build_suite(self.selfplay).ids

@@ -180,29 +180,36 @@ def build_scorer(
     >>> scorer.verifier_ids  # doctest: +SKIP
     ['answer_match@2', 'evidence_coverage@2', 'no_shortcut@1', 'tool_call_validity@1', 'process@1', 'tool_step@1']
     """
+    suites = {
+        f: build_suite(config, family=f) for f in getattr(config, "families", ()) if f != "search"
+    }
     if config.judge is None:
-        return Scorer(tools, store=store), _no_op
+        return Scorer(tools, suites=suites, store=store), _no_op
     engine, close = _judge_engine(config.judge, policy_engine)
-    return Scorer(tools, suite=build_suite(config), engine=engine, store=store), close
+    scorer = Scorer(tools, suite=build_suite(config), suites=suites, engine=engine, store=store)
+    return scorer, close
 
 
-def build_suite(config: SelfPlayConfig) -> VerifierSuite:
-    """The verifier suite of a run: `VerifierSuite.default()`, with `llm_judge@1` when
-    `config.judge` asks for it (among the required verifiers when `JudgeConfig.required`).
+def build_suite(config: Any, *, family: str = "search") -> VerifierSuite:
+    """The verifier suite of a run's `family` tasks (`selfplay.families.family_suite`), with
+    `llm_judge@1` when `config.judge` asks for it (among the required verifiers when
+    `JudgeConfig.required`).
 
     >>> suite = build_suite(SelfPlayConfig(judge=JudgeConfig(required=True)))
     >>> [v.id for v in suite.required][-1]
     'llm_judge@1'
     """
+    from selfplay.families import family_suite
+
     judge_config = config.judge
     if judge_config is None:
-        return VerifierSuite.default()
+        return family_suite(family)
     judge = LLMJudge(
         max_tokens=judge_config.max_tokens,
         temperature=judge_config.temperature,
         constrained=judge_config.constrained,
     )
-    suite = VerifierSuite.default(judge=judge)
+    suite = family_suite(family, judge=judge)
     if not judge_config.required:
         return suite
     return VerifierSuite(

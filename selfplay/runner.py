@@ -34,6 +34,7 @@ from kag.coverage import Coverage, coverage_counts
 from kag.schema import Run, Task, Trajectory
 from kag.stores.base import GraphBatch, GraphStore
 from selfplay.config import SelfPlayConfig, next_hops
+from selfplay.families import propose_family, split_request
 from selfplay.generation import (
     RolloutSource,
     build_policy,
@@ -41,7 +42,7 @@ from selfplay.generation import (
     build_suite,
     build_tools,
 )
-from selfplay.proposer import Proposer
+from selfplay.proposer import Proposal, Proposer
 from selfplay.rollout import trajectory_id
 from selfplay.scoring import Scorer
 from selfplay.solver import Policy
@@ -384,7 +385,14 @@ class _SelfPlay:
         # with Ray workers the driver's scorer only persists the Verifier nodes (the judge's
         # settings, not its engine): the workers score
         self.scorer = (
-            scorer if scorer is not None else Scorer(tools, suite=build_suite(config), store=store)
+            scorer
+            if scorer is not None
+            else Scorer(
+                tools,
+                suite=build_suite(config),
+                suites={f: build_suite(config, family=f) for f in config.families if f != "search"},
+                store=store,
+            )
         )
         self.engine = engine
         self.source: Any = None
@@ -464,12 +472,25 @@ class _SelfPlay:
             hops = state.next_hops()
             n = min(cfg.tasks_per_round, cfg.tasks - len(state.tasks))
             coverage: Coverage | None = coverage_counts(self.store) if cfg.coverage else None
-            proposal = proposer.propose(
-                n,
-                hops=hops,
-                seed=_round_seed(cfg.seed, len(state.tasks), attempt),
-                coverage=coverage,
-            )
+            seed = _round_seed(cfg.seed, len(state.tasks), attempt)
+            proposal = Proposal()
+            for i, (family, n_family) in enumerate(split_request(n, cfg.families).items()):
+                if n_family == 0:
+                    continue
+                part = propose_family(
+                    family,
+                    proposer,
+                    n_family,
+                    hops=hops,
+                    seed=seed + i,
+                    coverage=coverage,
+                    exclude=[t.id for t in proposal.tasks],
+                    store=self.store,
+                )
+                proposal.tasks.extend(part.tasks)
+                proposal.dropped.update(part.dropped)
+                proposal.rewrites.update(part.rewrites)
+                proposal.walks += part.walks
             state.dropped.update(proposal.dropped)
             state.rewrites.update(proposal.rewrites)
             if not proposal.tasks:

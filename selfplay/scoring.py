@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kag.schema import Task
@@ -22,20 +22,23 @@ __all__ = ["Scorer"]
 
 
 class Scorer:
-    """Runs `suite` (default: `VerifierSuite.default()`) on rollouts, with `tools` as the registry
-    that `tool_call_validity` checks calls against, `engine` for an LLM judge, and `store` (the
-    graph) for the tool-step check's answer paths (without it, the task's own path)."""
+    """Runs `suite` (default: `VerifierSuite.default()`) on rollouts, or the suite `suites` names
+    for the task's family, with `tools` as the registry that `tool_call_validity` checks calls
+    against, `engine` for an LLM judge, and `store` (the graph) for the tool-step check's answer
+    paths (without it, the task's own path)."""
 
     def __init__(
         self,
         tools: ToolRegistry,
         *,
         suite: VerifierSuite | None = None,
+        suites: Mapping[str, VerifierSuite] | None = None,
         engine: Any = None,
         store: GraphStore | None = None,
     ) -> None:
         self.tools = tools
         self.suite = suite or VerifierSuite.default()
+        self.suites = dict(suites or {})
         self.engine = engine
         self.store = store
         # task id -> its answer-path entities: K samples of one task share one graph search
@@ -46,9 +49,14 @@ class Scorer:
         """The ids attached to proposed tasks (CHECKED_BY)."""
         return self.suite.ids
 
+    def suite_for(self, task: Task) -> VerifierSuite:
+        """The suite that scores `task`: its family's, else the default one."""
+        return self.suites.get(task.family, self.suite)
+
     def persist(self, store: GraphStore) -> None:
-        """Upsert the suite's Verifier nodes."""
-        self.suite.persist(store)
+        """Upsert the Verifier nodes of every suite."""
+        for suite in (self.suite, *self.suites.values()):
+            suite.persist(store)
 
     def score(self, rollouts: Sequence[Rollout]) -> list[ScoredRollout]:
         """One `ScoredRollout` per rollout; a verifier's own failure never loses a rollout."""
@@ -61,7 +69,7 @@ class Scorer:
                 engine=self.engine,
                 answer_path_entities=self._answer_paths(r.task),
             )
-            result = self.suite.evaluate(r.task, r, context)
+            result = self.suite_for(r.task).evaluate(r.task, r, context)
             out.append(
                 ScoredRollout(
                     rollout=r,

@@ -1,0 +1,76 @@
+"""A self-play run proposes tasks of several families and scores each with its family's suite."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+import kag
+import selfplay
+from kag.cli import main as kag_main
+from kag.world import generate_world, write_world
+from selfplay.config import CurriculumConfig, SelfPlayConfig
+
+
+def test_a_run_of_two_families_shares_its_tasks_and_the_oracle_passes_both(graph_url, tmp_path):
+    with kag.open(graph_url) as g:
+        write_world(g, *generate_world(seed=5, size=250))
+        config = SelfPlayConfig(
+            run_id="mixed",
+            tasks=10,
+            engine="oracle",
+            families=("search", "instruction"),
+            tasks_per_round=5,
+            progress=False,
+            curriculum=CurriculumConfig(min_hops=2, max_hops=2),
+        )
+        summary = selfplay.run(g, config=config)
+        assert (summary.tasks, summary.accepted) == (10, 10)
+        tasks = [t for b in g.store.iter_nodes("Task") for t in b]
+        by_family = {f: [t for t in tasks if t.family == f] for f in ("search", "instruction")}
+        assert {f: len(v) for f, v in by_family.items()} == {"search": 6, "instruction": 4}
+        # each walk gives one task: no instruction task is built on a search task of the run
+        search_walks = {t.walk_signature for t in by_family["search"]}
+        assert not search_walks & {t.walk_signature for t in by_family["instruction"]}
+        for t in by_family["instruction"]:
+            [traj] = [
+                x for b in g.store.iter_nodes("Trajectory", where={"task_id": t.id}) for x in b
+            ]
+            ids = {e.source for e in g.store.edges("VERIFIES", target=traj.id)}
+            assert f"ver:{traj.id}:instruction_following@1" in ids
+            assert "instruction_following@1" in {
+                e.target for e in g.store.edges("CHECKED_BY", source=t.id)
+            }
+    assert kag_main(["export", "sft", str(tmp_path / "sft"), "--graph", graph_url]) == 0
+    rows = pq.read_table(tmp_path / "sft" / "data").to_pylist()
+    assert sorted({r["family"] for r in rows}) == ["instruction", "search"]
+
+
+def test_a_family_a_run_cannot_propose_is_refused_with_what_to_do():
+    with pytest.raises(ValueError, match="does not propose 'tool_use' tasks yet.*kag import tasks"):
+        SelfPlayConfig(families=("tool_use",))
+    with pytest.raises(ValueError, match="unknown task family 'math'"):
+        SelfPlayConfig(families=("math",))
+    with pytest.raises(ValueError, match="not the string"):
+        SelfPlayConfig(families="search")
+
+
+def test_the_cli_takes_families(sqlite_url, capsys):
+    assert (
+        kag_main(["generate", "world", "--seed", "2", "--size", "200", "--graph", sqlite_url]) == 0
+    )
+    capsys.readouterr()
+    code = kag_main(
+        [
+            "selfplay", "run", "--engine", "oracle", "--tasks", "4", "--family", "search",
+            "--family", "instruction", "--graph", sqlite_url, "--json", "--no-progress",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["accepted"] == summary["trajectories"] == 4
+    with kag.open(sqlite_url) as g:
+        families = sorted(t.family for b in g.store.iter_nodes("Task") for t in b)
+    assert families == ["instruction", "instruction", "search", "search"]
