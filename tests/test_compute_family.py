@@ -132,13 +132,19 @@ def test_imported_entity_files_keep_numeric_props_as_numbers(sqlite_url, tmp_pat
     assert d1.name == "Ada" and d1.props == {"born": 1950, "height_cm": 171.5}
 
 
-def test_an_entity_file_row_that_does_not_fit_its_header_names_its_line(sqlite_url, tmp_path):
+def test_a_bad_entity_file_row_names_its_line_and_nothing_is_written(sqlite_url, tmp_path):
     triples = tmp_path / "kb.tsv"
     triples.write_text("f1\tdirected_by\td1\n")
     bad = tmp_path / "entities.tsv"
     bad.write_text("id\tname\tyear\nf1\tFirst\t1999\nd1\tAda\n")
     with kag.open(sqlite_url) as g, pytest.raises(ValueError, match="line 3.*2 fields"):
         import_triples(g, [triples], entities_file=bad, progress=False)
+    bad_props = tmp_path / "entities.jsonl"
+    bad_props.write_text('{"id": "f1", "name": "First"}\n{"id": "d1", "props": [1999]}\n')
+    with kag.open(sqlite_url) as g:
+        with pytest.raises(ValueError, match="line 2, field 'props': must be an object"):
+            import_triples(g, [triples], entities_file=bad_props, progress=False)
+        assert g.get_entity("f1") is None, "nothing is written"
 
 
 # --------------------------------------------------------------------------- proposing

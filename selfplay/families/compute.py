@@ -292,7 +292,7 @@ class ComputeProposer:
         n_rel = max(1, len(csr.relation_types))
         src = np.repeat(np.arange(csr.n_nodes, dtype=np.int64), np.diff(csr.indptr))
         key = src * n_rel + csr.rel.astype(np.int64)
-        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else key
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
         counts = np.diff(np.r_[starts, key.size])
         self._seg_node = src[starts]
         self._seg_rel = csr.rel[starts]
@@ -301,7 +301,6 @@ class ComputeProposer:
         cfg = self.config
         self._multi = np.flatnonzero((counts >= cfg.min_items) & (counts <= cfg.max_items))
         single = np.flatnonzero(counts == 1)
-        self._single = single
         # node -> its functional hops [(relation index, target)], for difference chains
         self._hops: dict[int, list[tuple[int, int]]] = {}
         for s in single.tolist():
@@ -866,12 +865,12 @@ class ComputeOraclePolicy:
         pending_read = list(dict.fromkeys(pending_read))
         ready_expand = [(e, rel) for e, rel in pending_expand if e in seen.known]
         ready_read = [e for e in pending_read if e in seen.known]
-        if not ready_expand and not ready_read and (pending_expand or pending_read):
-            # nothing seen yet (a search that listed other entities first): act on the plan
-            ready_expand, ready_read = (
-                pending_expand[:1],
-                pending_read[:1] if not pending_expand else [],
-            )
+        if not ready_expand and not ready_read:
+            # nothing of the plan seen yet (a search listed other entities): act on it anyway
+            if pending_expand:
+                ready_expand = pending_expand[:1]
+            else:
+                ready_read = pending_read[:1]
         calls += [("get_relations", {"entity_id": e, "relation": rel}) for e, rel in ready_expand]
         calls += [("get_entity", {"entity_id": e}) for e in ready_read]
         if calls:
