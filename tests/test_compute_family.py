@@ -153,11 +153,20 @@ def test_a_bad_entity_file_row_names_its_line_and_nothing_is_written(sqlite_url,
 def _direct_answer(store, task):
     """The task's answer computed from the store's own relations and props (not the CSR)."""
     p = task.props
-    props = lambda i: store.get_nodes("Entity", [i])[0].props  # noqa: E731
     name = lambda i: store.get_nodes("Entity", [i])[0].name  # noqa: E731
 
     def follow(entity_id, relation):
         return sorted(o.id for _, o in store.neighbors(entity_id, relation=relation))
+
+    def props(entity_id):
+        """Entity props, and numbers named by a relation's one target (`-release_year-> 1999`)."""
+        out = {}
+        for rel, other in store.neighbors(entity_id):
+            try:
+                out[rel.type] = json.loads(other.name)
+            except ValueError:
+                continue
+        return {**out, **store.get_nodes("Entity", [entity_id])[0].props}
 
     template = p["template"]
     if template == "difference":
@@ -230,6 +239,19 @@ def test_proposals_are_deterministic_and_never_repeat_a_known_task(sqlite_url):
         ComputeConfig(templates=("median",))
 
 
+def test_a_graph_without_numbers_still_gives_count_tasks(sqlite_url):
+    triples = [(f"film{i}", "directed_by", f"director{i % 3}") for i in range(9)]
+    triples += [(f"director{i % 3}", "directed", f"film{i}") for i in range(9)]
+    with kag.open(sqlite_url) as g:
+        g.upsert_relations(triples, create_entities=True)
+        proposal = ComputeProposer(g).propose(10, seed=0)
+        assert {t.props["template"] for t in proposal.tasks} == {"count"}
+        assert sorted(t.answers for t in proposal.tasks) == [("3",)] * 3
+        assert proposal.dropped["no_attribute"] > 0
+        scored, _, _ = _solve(g, proposal.tasks)
+    assert {s.verdict for s in scored} == {"accepted"}
+
+
 # --------------------------------------------------------------------------- solving and verifying
 
 
@@ -240,6 +262,8 @@ def test_the_oracle_is_accepted_on_every_template_through_the_python_tool(sqlite
         scored, _, _ = _solve(g, tasks)
     assert Counter(s.verdict for s in scored) == {"accepted": 21}
     assert {s.reward for s in scored} == {1.0}
+    on_steps = [v for s in scored for v in s.verifications if v.subject_kind == "Step"]
+    assert on_steps and {(v.verifier_id, v.passed) for v in on_steps} == {("tool_step@1", True)}
     for s in scored:
         calls = [
             c["function"]["name"]
@@ -468,3 +492,27 @@ def test_a_later_proposal_walks_a_grown_relation(sqlite_url):
         for s in scored:
             fact = derived_entity_id(s.rollout.task.id)
             assert later_compute.values[index[fact]] == {"value": s.rollout.task.props["value"]}
+
+
+def test_metaqa_numbers_held_as_relation_targets_make_compute_tasks(sqlite_url, data_dir):
+    """MetaQA keeps release years as entities (`film -release_year-> 1999`): they are numeric
+    attributes read with `get_relations`, and the oracle solves every task on them."""
+    kb = data_dir / "metaqa" / "kb_subset_keallm" / "kb_subset_named.txt"
+    lines = kb.read_text(encoding="utf-8").splitlines()[:40000]
+    triples = [tuple(line.split("|")) for line in lines if line.count("|") == 2]
+    # the inverse person relations MetaQA's own questions assume ("films directed by X")
+    inverse = {"directed_by": "directed", "written_by": "wrote", "starred_actors": "starred_in"}
+    triples += [(o, inverse[r], s) for s, r, o in triples if r in inverse]
+    with kag.open(sqlite_url) as g:
+        g.upsert_relations(triples, create_entities=True)
+        tasks = ComputeProposer(g).propose(30, seed=0).tasks
+        assert len(tasks) == 30
+        assert {"count", "mean", "argmax", "argmin", "compare"} <= {
+            t.props["template"] for t in tasks
+        }
+        for task in tasks:
+            assert task.props["value"] == pytest.approx(_direct_answer(g.store, task))
+            for fact in task.props["facts"]:
+                assert fact["attribute"] == fact["relation"] == "release_year"
+        scored, _, _ = _solve(g, tasks)
+    assert Counter(s.verdict for s in scored) == {"accepted": 30}

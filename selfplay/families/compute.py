@@ -28,6 +28,10 @@ can find them in `get_entity`'s output):
 | `difference` | What is the "release_year" of "F" minus the "founded" of the studio that      | number  |
 |              | produced "F"? (a chain of 1 or 2 hops with one entity at each hop)            |         |
 
+Numbers come from entity props, or from a relation whose targets are named by plain numbers
+(MetaQA's `film -release_year-> "1999"`, `ComputeConfig.literal_share`): such a fact carries
+`"relation"` and is read with `get_relations` instead of `get_entity`.
+
 Every task stores its answer as text in `answers` and in `props`: `value` (the number, or the
 name), `tolerance` (absolute) and `rel_tolerance`, `facts` (`{entity_id, attribute, value}` of
 every fact used), `expand` (the `[entity_id, relation]` lists to follow), `operation`,
@@ -56,6 +60,7 @@ import json
 import math
 import random
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -210,6 +215,9 @@ class ComputeConfig:
     rel_tolerance: float = 0.0
     #: verifier ids attached to every task (CHECKED_BY); default: `compute_suite().ids`
     verifiers: tuple[str, ...] | None = None
+    #: a relation type whose targets are named by plain numbers at least this often (MetaQA's
+    #: `release_year`) gives its sources a numeric attribute of the relation's name
+    literal_share: float = 0.9
     #: candidates drawn per task asked for; misses (ties, too few items, shortcuts) eat some
     oversample: int = 8
     #: drawing rounds before giving up on filling a request
@@ -229,6 +237,8 @@ class ComputeConfig:
             raise ValueError("float_tolerance and rel_tolerance must be >= 0")
         if self.oversample < 1 or self.max_rounds < 1:
             raise ValueError("oversample and max_rounds must be >= 1")
+        if not 0.0 < self.literal_share <= 1.0:
+            raise ValueError(f"literal_share must be in (0, 1], got {self.literal_share}")
 
 
 # --------------------------------------------------------------------------- proposer
@@ -301,6 +311,7 @@ class ComputeProposer:
         cfg = self.config
         self._multi = np.flatnonzero((counts >= cfg.min_items) & (counts <= cfg.max_items))
         single = np.flatnonzero(counts == 1)
+        self._literals = self._literal_values(single)
         # node -> its functional hops [(relation index, target)], for difference chains
         self._hops: dict[int, list[tuple[int, int]]] = {}
         for s in single.tolist():
@@ -314,8 +325,53 @@ class ComputeProposer:
             if int(csr.indices[self._seg_lo[s]]) in self.values:
                 self._single_by_rel.setdefault(int(self._seg_rel[s]), []).append(s)
         self._difference_starts = sorted(n for n in self._hops if n in self.values)
+        # lists whose items share a numeric attribute: what sum, mean, argmax and argmin draw from
+        self._multi_numeric = np.array(
+            [
+                m
+                for m in self._multi.tolist()
+                if set.intersection(*(set(self.values.get(i, ())) for i in self._targets(m)))
+            ],
+            dtype=np.int64,
+        )
         verifiers = cfg.verifiers if cfg.verifiers is not None else tuple(compute_suite().ids)
         self._verifiers = list(verifiers)
+
+    def _literal_values(self, single: np.ndarray) -> set[tuple[int, str]]:
+        """Numbers held as relation targets (MetaQA's `film -release_year-> "1999"`): where most
+        targets of a relation type are named by a plain number (`_LITERAL`), a source with one
+        such target gets the number as the attribute named by the relation (entity props win).
+        Returns the (entity, attribute) pairs read that way: a policy reads them with
+        `get_relations`, not `get_entity`."""
+        csr = self.csr
+        targets = csr.indices[self._seg_lo[single]]
+        rels = self._seg_rel[single]
+        numeric: Counter = Counter()
+        total: Counter = Counter()
+        for r, t in zip(rels.tolist(), targets.tolist(), strict=True):
+            total[r] += 1
+            numeric[r] += _LITERAL.fullmatch(self.names.get(t, "").strip()) is not None
+        kinds = {r for r in total if numeric[r] >= self.config.literal_share * total[r]}
+        found: set[tuple[int, str]] = set()
+        for node, r, t in zip(self._seg_node[single].tolist(), rels.tolist(), targets.tolist()):
+            if r not in kinds:
+                continue
+            text = self.names.get(t, "").strip()
+            if not _LITERAL.fullmatch(text):
+                continue
+            attr = csr.relation_types[r]
+            values = self.values.setdefault(int(node), {})
+            if attr not in values:
+                values[attr] = _literal_number(text)
+                found.add((int(node), attr))
+        return found
+
+    def _fact(self, node: int, attr: str) -> dict[str, Any]:
+        fact = {"entity_id": self.csr.entity_ids[node], "attribute": attr}
+        fact["value"] = self.values[node][attr]
+        if (node, attr) in self._literals:
+            fact["relation"] = attr  # read from the relation's target, not from props
+        return fact
 
     # ------------------------------------------------------------------ proposing
 
@@ -397,12 +453,13 @@ class ComputeProposer:
                 text = p.replace("{x}", text)
             return text
         chain = ", then ".join(f'"{p}"' for p in phrases)
-        return f"what following {chain} from {subject} reaches"
+        return f"the entity that {chain} lead{'s' if len(phrases) == 1 else ''} to from {subject}"
 
     def _aggregate(self, op: str, rng: random.Random) -> Task | str:
-        if not self._multi.size:
-            return "too_few_items"
-        seg = int(self._multi[rng.randrange(self._multi.size)])
+        pool = self._multi if op == "count" else self._multi_numeric
+        if not pool.size:
+            return "too_few_items" if op == "count" else "no_attribute"
+        seg = int(pool[rng.randrange(pool.size)])
         subject, rel = int(self._seg_node[seg]), int(self._seg_rel[seg])
         items = self._targets(seg)
         relation = self.csr.relation_types[rel]
@@ -425,10 +482,7 @@ class ComputeProposer:
                 return "no_attribute"
             attr = rng.choice(sorted(common))
             numbers = [self.values[i][attr] for i in items]
-            facts = [
-                {"entity_id": self.csr.entity_ids[i], "attribute": attr, "value": v}
-                for i, v in zip(items, numbers, strict=True)
-            ]
+            facts = [self._fact(i, attr) for i in items]
             if op == "sum":
                 value = sum(numbers)
                 question = f'What is the total "{attr}" of {noun(quoted)}?'
@@ -508,10 +562,7 @@ class ComputeProposer:
             answer_ids=(ids[winner],),
             hops=1,
             entities=[x, tx, y, ty],
-            facts=[
-                {"entity_id": ids[tx], "attribute": attr, "value": vx},
-                {"entity_id": ids[ty], "attribute": attr, "value": vy},
-            ],
+            facts=[self._fact(tx, attr), self._fact(ty, attr)],
             expand=[[ids[x], relation], [ids[y], relation]],
             relations=[relation, relation],
             start_names=[names[x], names[y]],
@@ -564,10 +615,7 @@ class ComputeProposer:
             answer_ids=(),
             hops=length,
             entities=chain,
-            facts=[
-                {"entity_id": ids[start], "attribute": a1, "value": v1},
-                {"entity_id": ids[end], "attribute": a2, "value": v2},
-            ],
+            facts=[self._fact(start, a1), self._fact(end, a2)],
             expand=[[ids[a], rel_names[k]] for k, a in enumerate(chain[:-1])],
             relations=rel_names,
             start_names=[sname],
@@ -636,6 +684,15 @@ class ComputeProposer:
                 "verifiers": list(self._verifiers),
             },
         )
+
+
+# a target name that is a number: "1999", "-3", "7.5" (not "1,234" or "7.5 stars")
+_LITERAL = re.compile(r"[-+]?\d+(?:\.\d+)?")
+
+
+def _literal_number(text: str) -> int | float:
+    """The number a literal target names: `_literal_number("1999") == 1999`, `"7.5"` -> 7.5."""
+    return int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
 
 
 def _template_hops_ok(template: str, hops: int | None, cfg: ComputeConfig) -> bool:
@@ -777,11 +834,13 @@ class _Seen:
     expanded: dict[tuple[str, str], list[tuple[str, str]]]
     read: dict[str, dict[str, Any]]
     python_out: str | None
+    #: entity id -> name, as the observations named it
+    names: dict[str, str]
 
 
 def _seen(messages: list[dict[str, Any]]) -> _Seen:
     calls: dict[str, tuple[str, dict[str, Any]]] = {}
-    out = _Seen(known=set(), expanded={}, read={}, python_out=None)
+    out = _Seen(known=set(), expanded={}, read={}, python_out=None, names={})
     for m in messages:
         if m["role"] == "assistant":
             for c in m.get("tool_calls") or ():
@@ -796,6 +855,14 @@ def _seen(messages: list[dict[str, Any]]) -> _Seen:
             obs = _json(m.get("content"))
             if not isinstance(obs, dict) or "error" in obs:
                 continue
+            for item in [
+                *obs.get("results", []),
+                *obs.get("relations", []),
+                obs.get("entity"),
+                obs,
+            ]:
+                if isinstance(item, dict) and isinstance(item.get("id"), str):
+                    out.names.setdefault(item["id"], str(item.get("name") or item["id"]))
             if name == "search_entities":
                 out.known.update(r["id"] for r in obs.get("results", []))
             elif name == "get_relations":
@@ -856,11 +923,14 @@ class ComputeOraclePolicy:
                 "Find the start entities.", [("search_entities", {"query": q}) for q in names]
             )
         calls: list[tuple[str, dict[str, Any]]] = []
-        pending_expand = [
-            (e, rel) for e, rel in props.get("expand", []) if (e, rel) not in seen.expanded
-        ]
+        facts = props.get("facts", [])
+        lists = [(e, rel) for e, rel in props.get("expand", [])]
+        lists += [(f["entity_id"], f["relation"]) for f in facts if f.get("relation")]
+        pending_expand = [key for key in dict.fromkeys(lists) if key not in seen.expanded]
         pending_read = [
-            f["entity_id"] for f in props.get("facts", []) if f["entity_id"] not in seen.read
+            f["entity_id"]
+            for f in facts
+            if not f.get("relation") and f["entity_id"] not in seen.read
         ]
         pending_read = list(dict.fromkeys(pending_read))
         ready_expand = [(e, rel) for e, rel in pending_expand if e in seen.known]
@@ -885,8 +955,13 @@ def _code(props: Mapping[str, Any], seen: _Seen) -> str:
         e, rel = props["expand"][0]
         items = [name for _, name in seen.expanded.get((e, rel), [])]
         return f"items = {items!r}\nprint(len(items))"
-    values = []
+    values: list[tuple[str, Any]] = []
     for f in props.get("facts", []):
+        if f.get("relation"):  # a literal target: its name is the number
+            found = seen.expanded.get((f["entity_id"], f["relation"]), [])
+            number = _literal_number(found[0][1].strip()) if found else None
+            values.append((seen.names.get(f["entity_id"], f["entity_id"]), number))
+            continue
         obs = seen.read.get(f["entity_id"], {})
         values.append(
             (str(obs.get("name", f["entity_id"])), (obs.get("props") or {}).get(f["attribute"]))
