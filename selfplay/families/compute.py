@@ -249,6 +249,11 @@ def _every(noun: str) -> str:
     return "every " + re.sub(r"^(?:a|an|the)\s+", "", noun)
 
 
+def _quoted(name: str) -> str:
+    """A name as questions quote it, the way the search proposer quotes start names."""
+    return f'"{name}"'
+
+
 def _task_id(template: str, key: Sequence[Any]) -> tuple[str, str]:
     signature = hashlib.sha256(
         json.dumps([FAMILY, template, *key], ensure_ascii=False).encode()
@@ -463,7 +468,10 @@ class ComputeProposer:
         subject, rel = int(self._seg_node[seg]), int(self._seg_rel[seg])
         items = self._targets(seg)
         relation = self.csr.relation_types[rel]
-        noun = lambda x: _every(self._noun([rel], x))  # noqa: E731
+
+        def noun(subject_text: str) -> str:
+            return _every(self._noun([rel], subject_text))
+
         sname = self.names.get(subject, self.csr.entity_ids[subject])
         quoted = f'"{sname}"'
         facts: list[dict[str, Any]] = []
@@ -550,8 +558,7 @@ class ComputeProposer:
         relation = self.csr.relation_types[rel]
         question = (
             f'Which has the {"larger" if larger else "smaller"} "{attr}": '
-            f"{self._noun([rel], chr(34) + names[x] + chr(34))} or "
-            f"{self._noun([rel], chr(34) + names[y] + chr(34))}?"
+            f"{self._noun([rel], _quoted(names[x]))} or {self._noun([rel], _quoted(names[y]))}?"
         )
         ids = self.csr.entity_ids
         return self._task(
