@@ -516,3 +516,31 @@ def test_metaqa_numbers_held_as_relation_targets_make_compute_tasks(sqlite_url, 
                 assert fact["attribute"] == fact["relation"] == "release_year"
         scored, _, _ = _solve(g, tasks)
     assert Counter(s.verdict for s in scored) == {"accepted": 30}
+
+
+def test_one_oracle_and_one_writer_serve_a_run_that_mixes_families(sqlite_url):
+    from selfplay.rewards import VerifierSuite
+
+    with kag.open(sqlite_url) as g:
+        _graph_with_world(g, size=200)
+        search = Proposer(g, config=ProposerConfig(verifiers=tuple(VerifierSuite.default().ids)))
+        search_tasks = search.propose(3, hops=2, seed=0).tasks
+        compute_tasks = ComputeProposer(g).propose(3, seed=0).tasks
+        VerifierSuite.default().persist(g.store)
+        tools = default_registry(g.store)
+        tools.persist(g.store)
+        compute_suite().persist(g.store)
+        write_tasks(g.store, [*search_tasks, *compute_tasks])
+        rollouts = Solver(ComputeOraclePolicy(), tools).solve(
+            [*search_tasks, *compute_tasks], run_id="mixed"
+        )
+        by_family = {
+            "search": Scorer(tools, store=g.store),
+            "compute": Scorer(tools, suite=compute_suite(), store=g.store),
+        }
+        scored = [by_family[r.task.family].score([r])[0] for r in rollouts]
+        assert [s.verdict for s in scored] == ["accepted"] * 6
+        write_compute_rollouts(g.store, scored, run=Run(id="mixed", kind="selfplay"))
+        produced = {e.target for e in g.edges("PRODUCES")}
+        growing = [t for t in compute_tasks if t.props["template"] != "compare"]
+        assert produced == {derived_entity_id(t.id) for t in growing}

@@ -381,7 +381,13 @@ class ComputeProposer:
     # ------------------------------------------------------------------ proposing
 
     def propose(
-        self, n: int, *, seed: int = 0, hops: int | None = None, exclude: Iterable[str] = ()
+        self,
+        n: int,
+        *,
+        seed: int = 0,
+        hops: int | None = None,
+        exclude: Iterable[str] = (),
+        coverage: Any = None,
     ) -> Proposal:
         """Up to `n` new compute tasks (fewer when the graph runs out of fresh ones).
 
@@ -389,6 +395,8 @@ class ComputeProposer:
         and comparisons have 1, `difference` chains 1 or 2. `exclude` holds task ids to treat
         as known, besides those already in the graph. `Proposal.dropped` counts the misses by
         reason (too_few_items, no_attribute, tie, no_chain, shortcut, duplicate, known).
+        `coverage` is accepted so the search `Proposer` and this one are called alike; compute
+        sampling is uniform and does not use it yet.
         """
         if n < 0:
             raise ValueError(f"need n >= 0, got {n}")
@@ -901,21 +909,36 @@ class ComputeOraclePolicy:
     | last | `<answer>` + the python tool's output + `</answer>`                                |
 
     It never copies the task's stored value: a wrong number in the graph's observations would
-    give a wrong answer, as it would for a model.
+    give a wrong answer, as it would for a model. Tasks of another family go to `fallback`
+    (default: the search `OraclePolicy`), so one oracle serves a run that mixes families.
     """
 
-    def __init__(self, *, name: str = "oracle", max_calls_per_turn: int = 8) -> None:
+    def __init__(
+        self, *, name: str = "oracle", max_calls_per_turn: int = 8, fallback: Any = None
+    ) -> None:
         if max_calls_per_turn < 1:
             raise ValueError("max_calls_per_turn must be >= 1")
+        if fallback is None:
+            from selfplay.oracle import OraclePolicy
+
+            fallback = OraclePolicy(name=name, max_calls_per_turn=max_calls_per_turn)
         self.name = name
         self.max_calls_per_turn = max_calls_per_turn
+        self.fallback = fallback
 
     def count_tokens(self, rollout: Rollout, *, tools: list[dict[str, Any]]) -> int:
         """A rough count (4 characters a token): the oracle has no tokenizer."""
         return sum(len(m.get("content") or "") for m in rollout.messages) // 4 + 1
 
     def act(self, requests: Sequence[TurnRequest], *, tools: list[dict[str, Any]]) -> list[Action]:
-        return [Action(text=self._next(r), finish_reason="stop") for r in requests]
+        others = [r for r in requests if r.rollout.task.family != FAMILY]
+        delegated = iter(self.fallback.act(others, tools=tools) if others else [])
+        return [
+            Action(text=self._next(r), finish_reason="stop")
+            if r.rollout.task.family == FAMILY
+            else next(delegated)
+            for r in requests
+        ]
 
     def _next(self, request: TurnRequest) -> str:
         r = request.rollout
@@ -1104,7 +1127,8 @@ def write_compute_rollouts(
     store: GraphStore, items: Sequence[ScoredRollout], *, run: Run | None = None
 ) -> int:
     """`selfplay.writeback.write_rollouts` plus the growth of every accepted compute rollout,
-    in one transaction (on Neo4j: one write); returns the number of records written.
+    in one transaction (on Neo4j: one write); returns the number of records written. Rollouts
+    of other families grow nothing, so it can stand in for `write_rollouts` in any run.
 
     >>> write_compute_rollouts(store, scorer.score(rollouts), run=run)  # doctest: +SKIP
     412
