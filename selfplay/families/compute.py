@@ -39,14 +39,15 @@ every fact used), `expand` (the `[entity_id, relation]` lists to follow), `opera
 whose facts are needed and no relations, so `evidence_coverage@2` requires acting on each one
 (`get_relations` on the subject, `get_entity` on every item).
 
-Graph growth (`growth_batch`): an accepted trajectory of a numeric task writes a derived Entity
+Graph growth (`growth_batch`): an accepted trajectory writes a derived Entity
 `derived:<task id>` (type `derived_fact`, `props={"derived": True, "value", "attribute",
 "operation", "task_id", "subject", "facts"}`), a PRODUCES edge from the `python` tool Step whose
 output gave the answer (else the final assistant Step), DEPENDS_ON edges from that Step to the
 tool Steps whose observations supplied the facts, and a relation `subject -[attribute]-> derived`
-(e.g. `total_runtime_min_of_directed`) with a `{x}` phrase, so later walks and tasks use it. An
-`argmax`/`argmin` task links the subject to the winning entity instead (`max_runtime_min_of_
-directed`); `compare` tasks grow nothing (two subjects make no fact about either).
+(e.g. `total_runtime_min_of_directed`) with a `{x}` phrase, so later walks and tasks use it.
+An `argmax`/`argmin` relation goes to the winning entity instead
+(`max_runtime_min_of_directed`); `compare` tasks grow nothing (two subjects make no fact about
+either).
 
 >>> proposal = ComputeProposer(store).propose(8, seed=0)  # doctest: +SKIP
 >>> proposal.tasks[0].question, proposal.tasks[0].answers  # doctest: +SKIP
