@@ -470,28 +470,27 @@ def test_rejected_trajectories_grow_nothing(graph):
     assert stats["nodes"]["Trajectory"] == len(tasks), "the rejected trajectories are kept"
 
 
-def test_a_later_proposal_walks_a_grown_relation(sqlite_url):
-    with kag.open(sqlite_url) as g:
-        _graph_with_world(g, size=200)
-        tasks = ComputeProposer(g, config=ComputeConfig(templates=("sum",))).propose(4, seed=0)
-        scored, _, _ = _solve(g, tasks.tasks)
-        write_compute_rollouts(g.store, scored, run=Run(id="compute-1", kind="selfplay"))
-        grown = sorted({t.props["attribute"] for t in tasks.tasks})
-        later = Proposer(g, config=ProposerConfig(relation_types=tuple(grown))).propose(
-            4, hops=1, seed=0
-        )
-        assert later.tasks
-        for task in later.tasks:
-            (answer,) = task.answer_ids
-            fact = g.get_entity(answer)
-            assert fact.props["derived"] is True and task.path["relations"][0] in grown
-            assert task.question.startswith('What is the total "')
-        # and compute tasks read the derived values as numeric facts of their own
-        later_compute = ComputeProposer(g)
-        index = {e: i for i, e in enumerate(later_compute.csr.entity_ids)}
-        for s in scored:
-            fact = derived_entity_id(s.rollout.task.id)
-            assert later_compute.values[index[fact]] == {"value": s.rollout.task.props["value"]}
+def test_a_later_proposal_walks_a_grown_relation(graph):
+    _graph_with_world(graph, size=200)
+    tasks = ComputeProposer(graph, config=ComputeConfig(templates=("sum",))).propose(4, seed=0)
+    scored, _, _ = _solve(graph, tasks.tasks)
+    write_compute_rollouts(graph.store, scored, run=Run(id="compute-1", kind="selfplay"))
+    grown = sorted({t.props["attribute"] for t in tasks.tasks})
+    later = Proposer(graph, config=ProposerConfig(relation_types=tuple(grown))).propose(
+        4, hops=1, seed=0
+    )
+    assert later.tasks
+    for task in later.tasks:
+        (answer,) = task.answer_ids
+        fact = graph.get_entity(answer)
+        assert fact.props["derived"] is True and task.path["relations"][0] in grown
+        assert task.question.startswith('What is the total "')
+    # and compute tasks read the derived values as numeric facts of their own
+    later_compute = ComputeProposer(graph)
+    index = {e: i for i, e in enumerate(later_compute.csr.entity_ids)}
+    for s in scored:
+        fact = derived_entity_id(s.rollout.task.id)
+        assert later_compute.values[index[fact]] == {"value": s.rollout.task.props["value"]}
 
 
 def test_metaqa_numbers_held_as_relation_targets_make_compute_tasks(sqlite_url, data_dir):
