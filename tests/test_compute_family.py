@@ -396,6 +396,21 @@ def test_numeric_match_reads_tolerances_from_the_task():
         NumericMatch(partial_credit=1.0)
 
 
+def test_the_compute_suite_requires_the_numeric_answer_and_takes_a_judge():
+    from selfplay.families.compute import suite
+    from selfplay.verifiers import LLMJudge
+
+    plain = suite()
+    assert [v.id for v in plain.required] == [
+        "numeric_match@1",
+        "evidence_coverage@2",
+        "no_shortcut@1",
+        "tool_call_validity@1",
+    ]
+    assert plain.reward.outcome == "numeric_match" and compute_suite().ids == plain.ids
+    assert "llm_judge@1" in suite(judge=LLMJudge()).ids
+
+
 # --------------------------------------------------------------------------- graph growth
 
 

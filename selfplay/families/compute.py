@@ -6,7 +6,7 @@
 | `ComputeProposer`          | graph -> compute tasks (family "compute"), deterministic and deduped  |
 | `parse_number`             | the one number of a final answer ("1,234", "12.5 km", "-3", "1e3")    |
 | `NumericMatch`             | `numeric_match@1`: the number within tolerance, or the entity's name  |
-| `compute_suite`            | the family's `VerifierSuite` (numeric_match + the default checks)     |
+| `suite` (`compute_suite`)  | the family's `VerifierSuite` (numeric_match + the default checks)     |
 | `ComputeOraclePolicy`      | gold policy: relations, `get_entity`, the `python` tool, its output   |
 | `growth_batch`             | what an accepted trajectory adds: a derived Entity, PRODUCES,         |
 |                            | DEPENDS_ON and a relation from the subject                            |
@@ -79,6 +79,7 @@ from selfplay.rollout import Rollout, step_id
 from selfplay.solver import Action, TurnRequest
 from selfplay.verifiers import (
     EvidenceCoverage,
+    LLMJudge,
     NoShortcut,
     ProcessCheck,
     ToolCallValidity,
@@ -105,6 +106,7 @@ __all__ = [
     "numbers_in",
     "numeric_props",
     "parse_number",
+    "suite",
     "write_compute_rollouts",
 ]
 
@@ -816,20 +818,27 @@ class NumericMatch(TrajectoryVerifier):
         )
 
 
-def compute_suite(*, reward: RewardConfig | None = None) -> VerifierSuite:
+def suite(*, judge: LLMJudge | None = None, reward: RewardConfig | None = None) -> VerifierSuite:
     """The compute family's suite. Required: `numeric_match@1`, `evidence_coverage@2`,
-    `no_shortcut@1`, `tool_call_validity@1`; optional: `process@1`; steps: `tool_step@1`. The
-    reward's outcome is `numeric_match`.
+    `no_shortcut@1`, `tool_call_validity@1`; optional: `process@1` and the LLM judge when given;
+    steps: `tool_step@1`. The reward's outcome is `numeric_match`.
 
-    >>> compute_suite().ids[0]
-    'numeric_match@1'
+    >>> suite().ids[:4]
+    ['numeric_match@1', 'evidence_coverage@2', 'no_shortcut@1', 'tool_call_validity@1']
     """
+    optional: list[TrajectoryVerifier] = [ProcessCheck()]
+    if judge is not None:
+        optional.append(judge)
     return VerifierSuite(
         required=[NumericMatch(), EvidenceCoverage(), NoShortcut(), ToolCallValidity()],
-        optional=[ProcessCheck()],
+        optional=optional,
         steps=ToolStepCheck(),
         reward=reward or RewardConfig(outcome=NumericMatch.name),
     )
+
+
+#: the same as `suite`, under a name that says which family's it is where several are imported
+compute_suite = suite
 
 
 # --------------------------------------------------------------------------- oracle
