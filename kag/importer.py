@@ -26,6 +26,8 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import math
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -521,11 +523,18 @@ def _size(path: Path, spec: TripleFormat) -> tuple[int, str]:
 
 
 def _side_file_rows(
-    path: Path, width: int, fields: Sequence[str], delimiter: str | None, progress: _Progress
+    path: Path,
+    width: int,
+    fields: Sequence[str],
+    delimiter: str | None,
+    progress: _Progress,
+    *,
+    raw: bool = False,
 ) -> Iterator[tuple[int, list[str]]]:
     """Rows of an entity or relation file: delimited text (any delimiter, the last field
     keeps any further delimiters) or jsonl objects keyed by `fields`. A first row that
-    spells the field names is a header."""
+    spells the field names is a header. `raw`: delimited lines come whole (`[line]`), header
+    included, for the caller to split."""
     fmt = _EXTENSIONS.get(path.suffix.lower(), "tsv")
     if fmt == "jsonl":
         for number, text in _lines(path, progress):
@@ -553,6 +562,11 @@ def _side_file_rows(
         raise ImportFileError(
             path, None, None, "entity and relation files must be delimited text or jsonl"
         )
+    if raw:
+        for number, text in _lines(path, progress):
+            if text.strip():
+                yield number, [text]
+        return
     sep = delimiter or _sniff_delimiter(path, 2)
     for number, text in _lines(path, progress):
         if not text.strip():
@@ -563,21 +577,126 @@ def _side_file_rows(
         yield number, parts + [""] * (width - len(parts))
 
 
+def _cell_value(text: str) -> Any:
+    """A props cell of a delimited entity file: integers and decimals load as numbers.
+
+    >>> _cell_value("1999"), _cell_value("-12.5"), _cell_value("1e3"), _cell_value("12 km")
+    (1999, -12.5, 1000.0, '12 km')
+    """
+    text = text.strip()
+    if _INTEGER.fullmatch(text):
+        return int(text)
+    if _DECIMAL.fullmatch(text):
+        value = float(text)
+        if math.isfinite(value):
+            return value
+    return text
+
+
+_INTEGER = re.compile(r"[-+]?\d+")
+_DECIMAL = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+
+
+def _entity_rows(
+    path: Path, delimiter: str | None, progress: _Progress
+) -> Iterator[tuple[int, list[str], dict[str, Any]]]:
+    """`(line, [id, name, type, description], props)` of every row of an entity file.
+
+    jsonl: keys other than the four fields are props (JSON values as they are, so numbers stay
+    numbers), and a `props` object is merged in. Delimited text: a first row that starts with
+    `id` and names further columns is a header; the columns that are not one of the four fields
+    are props, their cells loaded as numbers where they spell one (`_cell_value`), empty cells
+    left out. Without such a header a row is `id, name, type, description`, the description
+    keeping any further delimiters (as before props existed)."""
+    if _EXTENSIONS.get(path.suffix.lower(), "tsv") == "jsonl":
+        for number, text in _lines(path, progress):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ImportFileError(path, number, None, f"is not valid JSON: {err.msg}") from None
+            if not isinstance(row, dict):
+                raise ImportFileError(path, number, None, "must be a JSON object")
+            if "id" not in row:
+                raise ImportFileError(path, number, "id", "key is missing")
+            values = []
+            for name in _ENTITY_FIELDS:
+                value = row.get(name, "")
+                if not isinstance(value, str):
+                    raise ImportFileError(
+                        path, number, name, f"must be a string, got {value!r:.80}"
+                    )
+                values.append(value)
+            extra = row.get("props", {})
+            if not isinstance(extra, dict):
+                raise ImportFileError(
+                    path, number, "props", f"must be an object, got {extra!r:.80}"
+                )
+            props = {k: v for k, v in row.items() if k not in (*_ENTITY_FIELDS, "props")}
+            props.update(extra)
+            yield number, values, props
+        return
+    header: list[str] | None = None
+    sep = delimiter
+    first = True
+    for number, parts in _side_file_rows(path, 4, _ENTITY_FIELDS, delimiter, progress, raw=True):
+        if first:
+            first = False
+            sep = delimiter or _sniff_delimiter(path, 2)
+            cells = [c.strip() for c in parts[0].split(sep)]
+            if cells[0].lower() == "id" and any(c.lower() not in _ENTITY_FIELDS for c in cells):
+                if len(set(cells)) < len(cells) or not all(cells):
+                    raise ImportFileError(
+                        path,
+                        number,
+                        None,
+                        f"header names a column twice or leaves one empty: {cells}",
+                    )
+                header = cells
+                continue
+            if [c.lower() for c in cells[:4]] == list(_ENTITY_FIELDS[: len(cells[:4])]):
+                continue  # the plain header
+        if header is None:
+            fields = parts[0].split(sep, 3)
+            yield number, fields + [""] * (4 - len(fields)), {}
+            continue
+        cells = parts[0].split(sep)
+        if len(cells) != len(header):
+            raise ImportFileError(
+                path, number, None, f"has {len(cells)} fields; the header names {len(header)}"
+            )
+        known = {
+            h.lower(): c for h, c in zip(header, cells, strict=True) if h.lower() in _ENTITY_FIELDS
+        }
+        values = [known.get(name, "") for name in _ENTITY_FIELDS]
+        props = {
+            h: _cell_value(c)
+            for h, c in zip(header, cells, strict=True)
+            if h.lower() not in _ENTITY_FIELDS and c.strip()
+        }
+        yield number, values, props
+
+
 def _read_entities(
     path: Path, delimiter: str | None, progress: bool
-) -> dict[str, tuple[str, str, str]]:
-    """id -> (name, type, description) of an entity file; a later row of an id wins."""
-    out: dict[str, tuple[str, str, str]] = {}
+) -> dict[str, tuple[str, str, str, dict[str, Any]]]:
+    """id -> (name, type, description, props) of an entity file; a later row of an id wins."""
+    out: dict[str, tuple[str, str, str, dict[str, Any]]] = {}
     bar = _Progress(progress, path.stat().st_size, f"validate {path.name}")
     try:
-        for number, (entity_id, name, type_, description) in _side_file_rows(
-            path, 4, _ENTITY_FIELDS, delimiter, bar
+        for number, (entity_id, name, type_, description), props in _entity_rows(
+            path, delimiter, bar
         ):
             try:
                 check_id(entity_id, what="entity id")
             except SchemaError as err:
                 raise ImportFileError(path, number, "id", str(err)) from None
-            out[entity_id] = (name or entity_id, type_, description)
+            try:
+                json.dumps(props, allow_nan=False)
+            except (TypeError, ValueError) as err:
+                raise ImportFileError(path, number, "props", f"must be JSON data: {err}") from None
+            out[entity_id] = (name or entity_id, type_, description, props)
     finally:
         bar.close()
     return out
@@ -764,18 +883,27 @@ def _check(check: Any, value: str, path: Path, number: int, field_name: str) -> 
 
 
 def _entities(
-    named: Mapping[str, tuple[str, str, str]], bare: Iterable[str], domain: str
+    named: Mapping[str, tuple[str, str, str, dict[str, Any]]], bare: Iterable[str], domain: str
 ) -> Iterator[Entity]:
-    for entity_id, (name, type_, description) in named.items():
-        yield _trusted_entity(entity_id, name, type_, description, domain)
+    for entity_id, (name, type_, description, props) in named.items():
+        yield _trusted_entity(entity_id, name, type_, description, domain, props)
     for entity_id in bare:
-        yield _trusted_entity(entity_id, entity_id, "", "", domain)
+        yield _trusted_entity(entity_id, entity_id, "", "", domain, {})
 
 
-def _trusted_entity(entity_id: str, name: str, type_: str, description: str, domain: str) -> Entity:
+def _trusted_entity(
+    entity_id: str, name: str, type_: str, description: str, domain: str, props: dict[str, Any]
+) -> Entity:
     """An `Entity` whose fields were validated in the first pass."""
     return Entity.from_trusted(
-        {"id": entity_id, "name": name, "type": type_, "description": description, "domain": domain}
+        {
+            "id": entity_id,
+            "name": name,
+            "type": type_,
+            "description": description,
+            "domain": domain,
+            "props": props,
+        }
     )  # type: ignore[return-value]
 
 

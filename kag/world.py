@@ -9,6 +9,11 @@
 | `business`   | entrepreneur, company                         | founded_by, works_for                       |
 | `science`    | scientist, university                         | works_for, educated_at                      |
 
+Every entity also carries numeric attributes in `props` (`NUMERIC_ATTRIBUTES`: a city's
+`population`, a film's `release_year` and `runtime_min`, a company's `founded` and `employees`...),
+drawn from a random stream of their own, so they never change the names, relations or phrases a
+seed gives (those are exactly what they were before attributes existed).
+
 Cross-domain relations (born_in, citizen_of, headquartered_in, set_in, adapted_from,
 married_to, parent_of) tie the domains together, and popularity follows a Zipf law, so there
 are hubs and long tails and multi-hop walks such as film -directed_by-> person -born_in-> city
@@ -22,13 +27,21 @@ questions: `"the city where {x} was born"`.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from kag.schema import Entity, Relation
 
-__all__ = ["MIN_SIZE", "RELATION_PHRASES", "WorldConfig", "generate_world", "write_world"]
+__all__ = [
+    "MIN_SIZE",
+    "NUMERIC_ATTRIBUTES",
+    "RELATION_PHRASES",
+    "WorldConfig",
+    "generate_world",
+    "write_world",
+]
 
 MIN_SIZE = 50
 
@@ -81,6 +94,24 @@ _TYPES: dict[str, tuple[str, float]] = {
     "album": ("music", 0.06),
 }
 _PEOPLE = ("actor", "director", "writer", "musician", "entrepreneur", "scientist")
+
+#: entity type -> its numeric attributes as (name, low, high, log-uniform): integers in
+#: [low, high]. Organisations are founded by 1960 and works appear from 1961, so "years between
+#: the founding of the studio and the release of the film" is never negative.
+NUMERIC_ATTRIBUTES: dict[str, tuple[tuple[str, int, int, bool], ...]] = {
+    "country": (("population", 200_000, 90_000_000, True), ("area_km2", 1_000, 2_000_000, True)),
+    "city": (("population", 5_000, 9_000_000, True), ("founded", 800, 1950, False)),
+    "film_studio": (("founded", 1890, 1960, False),),
+    "publisher": (("founded", 1800, 1960, False),),
+    "record_label": (("founded", 1900, 1960, False),),
+    "band": (("formed", 1960, 2015, False), ("members", 2, 7, False)),
+    "company": (("founded", 1850, 1960, False), ("employees", 10, 250_000, True)),
+    "university": (("founded", 1100, 1960, False), ("students", 1_000, 60_000, True)),
+    **{person: (("born", 1900, 2000, False),) for person in _PEOPLE},
+    "film": (("release_year", 1961, 2024, False), ("runtime_min", 75, 190, False)),
+    "book": (("year", 1961, 2024, False), ("pages", 90, 1200, False)),
+    "album": (("release_year", 1961, 2024, False), ("tracks", 6, 18, False)),
+}
 
 _SYLLABLES = [
     "ar",
@@ -260,6 +291,8 @@ class _World:
         if config.size < MIN_SIZE:
             raise ValueError(f"size must be at least {MIN_SIZE} entities, got {config.size}")
         self.rng = random.Random(config.seed)
+        # a stream of its own: drawing attributes never shifts the names and relations of a seed
+        self.numbers = random.Random(f"kag-world-numbers:{config.seed}")
         self.size = config.size
         self.entities: list[Entity] = []
         self.by_type: dict[str, list[str]] = {}
@@ -326,6 +359,16 @@ class _World:
             )
         )
 
+    def _numbers(self, etype: str) -> dict[str, int]:
+        out = {}
+        for name, low, high, log in NUMERIC_ATTRIBUTES.get(etype, ()):
+            if log:
+                value = round(math.exp(self.numbers.uniform(math.log(low), math.log(high))))
+                out[name] = min(high, max(low, value))
+            else:
+                out[name] = self.numbers.randint(low, high)
+        return out
+
     def _zipf_pick(self, etype: str, k: int = 1) -> list[str]:
         """`k` distinct entities of a type, popular ones (low index) far more often."""
         pool = self.by_type[etype]
@@ -362,6 +405,7 @@ class _World:
                         type=etype,
                         domain=domain,
                         description=f"a fictional {etype.replace('_', ' ')}",
+                        props=self._numbers(etype),
                     )
                 )
         self._geography()

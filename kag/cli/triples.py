@@ -35,7 +35,10 @@ def main(argv: list[str]) -> int:
     )
     add_graph_argument(parser)
     parser.add_argument(
-        "--entities", metavar="FILE", help="entity file: id, name, type, description"
+        "--entities",
+        metavar="FILE",
+        help="entity file: id, name, type, description; further header columns (or jsonl "
+        "keys) are props, numbers loaded as numbers",
     )
     parser.add_argument(
         "--entities-delimiter",
