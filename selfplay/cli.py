@@ -289,7 +289,7 @@ def main(argv: list[str]) -> int:
         "--family",
         action="append",
         default=[],
-        choices=("search", "instruction"),
+        choices=("search", "instruction", "compute"),
         help="task family to propose (repeatable; default search): the round's tasks are "
         "shared out over them",
     )

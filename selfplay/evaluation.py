@@ -887,7 +887,9 @@ class _Evaluation:
             judge=config.judge,
             families=PROPOSED_FAMILIES,
         )
-        self.tools = build_tools(store, self.selfplay)
+        # the python tool only when asked (or for compute tasks, see `execute`): the tools listed
+        # in the prompt are part of what a model was trained on
+        self.tools = build_tools(store, dataclasses.replace(self.selfplay, families=("search",)))
         self.verifier_ids = build_suite(self.selfplay).ids
         self.engine_label, self.model = _model_ref(config, engine, policy)
         self.base_url = getattr(engine, "base_url", None) or config.base_url
@@ -911,6 +913,8 @@ class _Evaluation:
         work["tasks_sha256"] = _tasks_sha256(tasks)
         if existing is not None:
             _check_resumable(existing, work)
+        if any(t.family == "compute" for t in tasks) and "python" not in self.tools.names:
+            self.tools = build_tools(store, self.selfplay)  # compute tasks are solved with it
 
         close: Callable[[], None] = lambda: None  # noqa: E731
         policy = self.policy
@@ -922,6 +926,7 @@ class _Evaluation:
                 base_url=cfg.base_url,
                 dtype=cfg.dtype,
                 solver=cfg.solver(),
+                families=PROPOSED_FAMILIES,  # the oracle then solves tasks of every family
             )
             policy, close = build_policy(
                 selfplay_config, self.engine, greedy_samples=1 if cfg.samples > 1 else 0

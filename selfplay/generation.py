@@ -123,7 +123,12 @@ def build_policy(
         )
         return policy, lambda: None
     if config.engine == "oracle":
-        return OraclePolicy(max_calls_per_turn=cfg.max_calls_per_turn), lambda: None
+        oracle = OraclePolicy(max_calls_per_turn=cfg.max_calls_per_turn)
+        if "compute" in config.families:  # it hands every other task to the search oracle
+            from selfplay.families.compute import ComputeOraclePolicy
+
+            return ComputeOraclePolicy(fallback=oracle), lambda: None
+        return oracle, lambda: None
     if config.engine == "vllm":
         from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
 
@@ -151,10 +156,12 @@ def build_policy(
 
 
 def build_tools(store: GraphStore, config: SelfPlayConfig) -> ToolRegistry:
-    """The tools a run offers: the graph tools, and the sandboxed `python` if `config.python_tool`."""
+    """The tools a run offers: the graph tools, and the sandboxed `python` if `config.python_tool`
+    or the run proposes compute tasks (they are solved with it)."""
     from selfplay.sandbox import SandboxConfig
 
-    return default_registry(store, sandbox=SandboxConfig() if config.python_tool else None)
+    python = config.python_tool or "compute" in config.families
+    return default_registry(store, sandbox=SandboxConfig() if python else None)
 
 
 def _no_op() -> None:

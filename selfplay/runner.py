@@ -34,7 +34,7 @@ from kag.coverage import Coverage, coverage_counts
 from kag.schema import Run, Task, Trajectory
 from kag.stores.base import GraphBatch, GraphStore
 from selfplay.config import SelfPlayConfig, next_hops
-from selfplay.families import propose_family, split_request
+from selfplay.families import FamilyProposer, grow_graph, split_request
 from selfplay.generation import (
     RolloutSource,
     build_policy,
@@ -461,14 +461,15 @@ class _SelfPlay:
 
     def _propose_and_solve(self) -> None:
         cfg, state = self.config, self.state
-        proposer: Proposer | None = None
+        proposer: FamilyProposer | None = None
         attempt = 0
         while len(state.tasks) < cfg.tasks:
             if proposer is None:
                 verifiers = tuple(self.scorer.verifier_ids)
                 pcfg = dataclasses.replace(cfg.proposer, verifiers=verifiers)
                 engine = self.engine if pcfg.rewrite else None
-                proposer = Proposer(self.store, config=pcfg, engine=engine)
+                search = Proposer(self.store, config=pcfg, engine=engine)
+                proposer = FamilyProposer(self.store, search)
             hops = state.next_hops()
             n = min(cfg.tasks_per_round, cfg.tasks - len(state.tasks))
             coverage: Coverage | None = coverage_counts(self.store) if cfg.coverage else None
@@ -477,15 +478,13 @@ class _SelfPlay:
             for i, (family, n_family) in enumerate(split_request(n, cfg.families).items()):
                 if n_family == 0:
                     continue
-                part = propose_family(
+                part = proposer.propose(
                     family,
-                    proposer,
                     n_family,
                     hops=hops,
                     seed=seed + i,
                     coverage=coverage,
                     exclude=[t.id for t in proposal.tasks],
-                    store=self.store,
                 )
                 proposal.tasks.extend(part.tasks)
                 proposal.dropped.update(part.dropped)
@@ -521,7 +520,7 @@ class _SelfPlay:
         for s in scored:
             self.state.tally.add_scored(s)
             self.tokens_this_call += s.rollout.n_generated
-        write_rollouts(self.store, scored, run=self.state.record("running"))
+        write_rollouts(self.store, scored, run=self.state.record("running"), grow=grow_graph)
         self.written += len(scored)
         if self.progress is not None:
             self.progress.update(len(scored), tally=self.state.tally, tokens=self.tokens_this_call)

@@ -40,6 +40,7 @@ __all__ = [
     "Action",
     "EnginePolicy",
     "DEFAULT_SYSTEM_PROMPT",
+    "FAMILY_SYSTEM_PROMPTS",
     "REMINDER",
     "ANSWER_NOW",
 ]
@@ -50,6 +51,17 @@ DEFAULT_SYSTEM_PROMPT = (
     "and the relation), using the ids each result gives you. When you know the answer, reply "
     "with the entity names inside <answer>...</answer>, separated by '; ' if there are several."
 )
+#: the system prompt of tasks of a family whose tools or answers differ from the default
+#: prompt's (used while `SolverConfig.system_prompt` is the default)
+FAMILY_SYSTEM_PROMPTS: dict[str, str] = {
+    "compute": (
+        "You answer questions about a knowledge graph that need arithmetic. Find the start "
+        "entity with search_entities, follow relations with get_relations (pass the entity id "
+        "and the relation), read an entity's numeric attributes (its props) with get_entity, and "
+        "compute with the python tool (print the result). Reply with one number, or with the one "
+        "entity name the question asks for, inside <answer>...</answer>."
+    ),
+}
 REMINDER = (
     "Your reply had neither a tool call nor an answer. Call a tool, or give your final answer "
     "as <answer>...</answer>."
@@ -289,9 +301,17 @@ class Solver:
             sample=sample,
             tools=self._tool_ids,
         )
-        rollout.add(chat_message("system", self.config.system_prompt))
+        rollout.add(chat_message("system", self.system_prompt(task)))
         rollout.add(chat_message("user", task.question))
         return rollout
+
+    def system_prompt(self, task: Task) -> str:
+        """The system prompt of `task`: its family's (`FAMILY_SYSTEM_PROMPTS`) unless the config
+        sets a prompt of its own."""
+        prompt = self.config.system_prompt
+        if prompt == DEFAULT_SYSTEM_PROMPT:
+            return FAMILY_SYSTEM_PROMPTS.get(task.family, prompt)
+        return prompt
 
     def solve(
         self,

@@ -16,7 +16,7 @@ the Tool and Entity nodes, which is what `find_trajectories(touched_entity=, use
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,14 @@ from kag.schema import Edge, Run, Step, Task, Trajectory, Verification
 from kag.stores.base import GraphBatch, GraphStore
 from selfplay.rollout import Rollout, step_id
 
-__all__ = ["ScoredRollout", "task_batch", "rollout_batch", "write_rollouts", "write_tasks"]
+__all__ = [
+    "ScoredRollout",
+    "merge_batch",
+    "task_batch",
+    "rollout_batch",
+    "write_rollouts",
+    "write_tasks",
+]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -129,12 +136,18 @@ def rollout_batch(
 
 
 def write_rollouts(
-    store: GraphStore, items: Sequence[ScoredRollout], *, run: Run | None = None
+    store: GraphStore,
+    items: Sequence[ScoredRollout],
+    *,
+    run: Run | None = None,
+    grow: Callable[[ScoredRollout], GraphBatch] | None = None,
 ) -> int:
     """Write rollouts (and the Run record, e.g. with updated counters) in one transaction.
 
     Returns the number of records written. Touched ids that are not entities of the graph are
-    dropped from TOUCHED (one lookup for the whole batch).
+    dropped from TOUCHED (one lookup for the whole batch). `grow` gives the new knowledge a
+    scored rollout adds to the graph (a compute task's derived fact:
+    `selfplay.families.grow_graph`), written in the same transaction.
     """
     touched = sorted({e for s in items for e in s.rollout.touched_entity_ids})
     existing: set[str] = set()
@@ -144,10 +157,18 @@ def write_rollouts(
     if run is not None:
         batch.add(run)
     for scored in items:
-        part = rollout_batch(scored, existing_entities=existing)
-        for kind, nodes in part.nodes.items():
-            batch.nodes.setdefault(kind, []).extend(nodes)
-        batch.edges.extend(part.edges)
+        merge_batch(batch, rollout_batch(scored, existing_entities=existing))
+        if grow is not None:
+            merge_batch(batch, grow(scored))
     if len(batch):
         store.write(batch)
     return len(batch)
+
+
+def merge_batch(into: GraphBatch, part: GraphBatch) -> None:
+    """Append every record of `part` to `into`."""
+    for kind, nodes in part.nodes.items():
+        into.nodes.setdefault(kind, []).extend(nodes)
+    into.relations.extend(part.relations)
+    into.edges.extend(part.edges)
+    into.phrases.update(part.phrases)

@@ -14,23 +14,29 @@ from kag.world import generate_world, write_world
 from selfplay.config import CurriculumConfig, SelfPlayConfig
 
 
-def test_a_run_of_two_families_shares_its_tasks_and_the_oracle_passes_both(graph_url, tmp_path):
+def test_a_run_of_three_families_shares_its_tasks_and_the_oracle_passes_all(graph_url, tmp_path):
     with kag.open(graph_url) as g:
         write_world(g, *generate_world(seed=5, size=250))
         config = SelfPlayConfig(
             run_id="mixed",
-            tasks=10,
+            tasks=15,
             engine="oracle",
-            families=("search", "instruction"),
-            tasks_per_round=5,
+            families=("search", "instruction", "compute"),
+            tasks_per_round=6,
             progress=False,
             curriculum=CurriculumConfig(min_hops=2, max_hops=2),
         )
         summary = selfplay.run(g, config=config)
-        assert (summary.tasks, summary.accepted) == (10, 10)
+        assert (summary.tasks, summary.accepted) == (15, 15)
         tasks = [t for b in g.store.iter_nodes("Task") for t in b]
-        by_family = {f: [t for t in tasks if t.family == f] for f in ("search", "instruction")}
-        assert {f: len(v) for f, v in by_family.items()} == {"search": 6, "instruction": 4}
+        families = ("search", "instruction", "compute")
+        by_family = {f: [t for t in tasks if t.family == f] for f in families}
+        # rounds of 6, 6 and 3 tasks, each shared out in family order
+        assert {f: len(v) for f, v in by_family.items()} == {
+            "search": 5,
+            "instruction": 5,
+            "compute": 5,
+        }
         # each walk gives one task: no instruction task is built on a search task of the run
         search_walks = {t.walk_signature for t in by_family["search"]}
         assert not search_walks & {t.walk_signature for t in by_family["instruction"]}
@@ -43,9 +49,22 @@ def test_a_run_of_two_families_shares_its_tasks_and_the_oracle_passes_both(graph
             assert "instruction_following@1" in {
                 e.target for e in g.store.edges("CHECKED_BY", source=t.id)
             }
+        # compute tasks are solved with the python tool and grow the graph with derived facts
+        for t in by_family["compute"]:
+            [traj] = [
+                x for b in g.store.iter_nodes("Trajectory", where={"task_id": t.id}) for x in b
+            ]
+            assert "python@1" in traj.props["tools"]
+        produces = g.store.edges("PRODUCES")
+        assert len(produces) == sum(
+            1 for t in by_family["compute"] if t.props.get("template") != "compare"
+        )
+        assert produces and g.store.edges("DEPENDS_ON")
+        derived = g.store.get_nodes("Entity", [e.target for e in produces])
+        assert all(e.props.get("derived") is True for e in derived)
     assert kag_main(["export", "sft", str(tmp_path / "sft"), "--graph", graph_url]) == 0
     rows = pq.read_table(tmp_path / "sft" / "data").to_pylist()
-    assert sorted({r["family"] for r in rows}) == ["instruction", "search"]
+    assert sorted({r["family"] for r in rows}) == ["compute", "instruction", "search"]
 
 
 def test_a_family_a_run_cannot_propose_is_refused_with_what_to_do():

@@ -1,6 +1,165 @@
-"""Task families beyond multi-hop search: each module proposes, solves, verifies and grows its own.
+"""Task families: what each teacher domain brings to a self-play run (proposer, verifiers, growth).
 
-| module                       | family    | what its tasks need                                        |
-|------------------------------|-----------|------------------------------------------------------------|
-| `selfplay.families.compute`  | `compute` | arithmetic, comparison or aggregation over numeric facts    |
+| family        | tasks come from                                       | suite (`family_suite`)               |
+|---------------|-------------------------------------------------------|--------------------------------------|
+| `search`      | graph walks (`selfplay.proposer.Proposer`)            | `VerifierSuite.default()`            |
+| `instruction` | search tasks with output constraints composed on them | default + `instruction_following@1`  |
+|               | (`selfplay.instruction.compose_tasks`)                | (required, in the reward)            |
+| `compute`     | numeric facts of the graph: sums, means, counts,      | `numeric_match@1` + evidence,        |
+|               | argmax, comparisons, differences                      | shortcut and call checks             |
+|               | (`selfplay.families.compute.ComputeProposer`)         | (`selfplay.families.compute.suite`)  |
+
+`tool_use` tasks are not proposed by a run yet (see `PROPOSED_FAMILIES`); a run asked for them
+says so. Every family shares the graph tools and the solver loop (a run with compute tasks also
+offers the sandboxed `python` tool); a run that mixes families scores each task with its own
+family's suite (`Scorer(suites=...)`), and accepted compute trajectories grow the graph
+(`grow_graph`: a derived fact with PRODUCES and DEPENDS_ON).
+
+| module                       | what it holds                                               |
+|------------------------------|-------------------------------------------------------------|
+| `selfplay.families.compute`  | the compute proposer, `numeric_match@1`, its oracle, growth |
+
+>>> "instruction_following@1" in [v.id for v in family_suite("instruction").required]
+True
+>>> split_request(5, ("search", "instruction"))
+{'search': 3, 'instruction': 2}
 """
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from kag.schema import TASK_FAMILIES
+from kag.stores.base import GraphBatch, GraphStore
+from selfplay.proposer import Proposal, Proposer
+from selfplay.rewards import VerifierSuite
+from selfplay.writeback import ScoredRollout
+
+__all__ = [
+    "PROPOSED_FAMILIES",
+    "check_families",
+    "family_suite",
+    "family_suites",
+    "grow_graph",
+    "FamilyProposer",
+    "split_request",
+]
+
+#: families a self-play run proposes from the graph
+PROPOSED_FAMILIES: tuple[str, ...] = ("search", "instruction", "compute")
+
+
+def check_families(families: Sequence[str]) -> tuple[str, ...]:
+    """The families of a run, checked: known, proposed by a run, none twice.
+
+    >>> check_families(["search"])
+    ('search',)
+    """
+    out = tuple(families)
+    if not out:
+        raise ValueError("a run needs at least one task family, e.g. ('search',)")
+    for family in out:
+        if family not in TASK_FAMILIES:
+            raise ValueError(
+                f"unknown task family {family!r}; choose from {', '.join(TASK_FAMILIES)}"
+            )
+        if family not in PROPOSED_FAMILIES:
+            raise ValueError(
+                f"self-play does not propose {family!r} tasks yet (it proposes "
+                f"{', '.join(PROPOSED_FAMILIES)}); import such tasks with `kag import tasks` "
+                "and measure a model on them with `kag eval --tasks FILE`"
+            )
+    if len(set(out)) != len(out):
+        raise ValueError(f"a task family is named twice: {list(out)}")
+    return out
+
+
+def family_suite(family: str, *, judge: Any = None) -> VerifierSuite:
+    """The verifier suite that scores tasks of `family` (with an LLM judge, when given)."""
+    if family == "instruction":
+        from selfplay.instruction import suite
+
+        return suite(judge=judge)
+    if family == "compute":
+        from selfplay.families.compute import suite
+
+        return suite(judge=judge)
+    return VerifierSuite.default(judge=judge)
+
+
+def family_suites(families: Sequence[str], *, judge: Any = None) -> dict[str, VerifierSuite]:
+    """Family -> suite for every family of a run but search (the default suite scores it)."""
+    return {f: family_suite(f, judge=judge) for f in families if f != "search"}
+
+
+def split_request(n: int, families: Sequence[str]) -> dict[str, int]:
+    """`n` new tasks shared out over the families, the first ones getting the remainder."""
+    base, extra = divmod(n, len(families))
+    return {f: base + (i < extra) for i, f in enumerate(families)}
+
+
+class FamilyProposer:
+    """New tasks of every family of a run: the search `Proposer` given, and the other families'
+    proposers built on first use (a compute proposer reads the graph's numbers once).
+
+    >>> FamilyProposer(store, Proposer(store)).propose("search", 4, hops=2, seed=0).tasks  # doctest: +SKIP
+    """
+
+    def __init__(self, store: GraphStore, search: Proposer) -> None:
+        self.store = store
+        self.search = search
+        self._compute: Any = None
+
+    def propose(
+        self,
+        family: str,
+        n: int,
+        *,
+        hops: int,
+        seed: int,
+        coverage: Any = None,
+        exclude: Iterable[str] = (),
+    ) -> Proposal:
+        """Up to `n` new tasks of `family`; `exclude` holds task ids to treat as known.
+
+        Instruction tasks compose constraints onto fresh search tasks of walks no instruction
+        task of the graph is built on yet (their `base_task_id`s are excluded), so each walk
+        gives one.
+        """
+        if family == "search":
+            return self.search.propose(n, hops=hops, seed=seed, coverage=coverage, exclude=exclude)
+        if family == "instruction":
+            from selfplay.instruction import compose_tasks
+
+            composed_on = {
+                str(t.props.get("base_task_id"))
+                for batch in self.store.iter_nodes("Task", where={"family": "instruction"})
+                for t in batch
+            }
+            base = self.search.propose(
+                n, hops=hops, seed=seed, coverage=coverage, exclude={*composed_on, *exclude}
+            )
+            tasks = compose_tasks(base.tasks, seed=seed)
+            dropped = Counter(base.dropped)
+            if len(tasks) < len(base.tasks):
+                dropped["no_constraint_fits"] += len(base.tasks) - len(tasks)
+            return Proposal(tasks=tasks, dropped=dropped, walks=base.walks, rewrites=base.rewrites)
+        if family == "compute":
+            if self._compute is None:
+                from selfplay.families.compute import ComputeProposer
+
+                self._compute = ComputeProposer(self.store)
+            return self._compute.propose(n, seed=seed, exclude=exclude)
+        raise ValueError(f"self-play does not propose {family!r} tasks (see check_families)")
+
+
+def grow_graph(scored: ScoredRollout) -> GraphBatch:
+    """The new knowledge one scored rollout adds to the graph: a compute trajectory's derived
+    fact when it was accepted (`selfplay.families.compute.growth_batch`), else nothing."""
+    if scored.rollout.task.family == "compute":
+        from selfplay.families.compute import growth_batch
+
+        return growth_batch(scored)
+    return GraphBatch()

@@ -76,7 +76,7 @@ from selfplay.parsing import extract_answer
 from selfplay.proposer import Proposal, relation_phrase
 from selfplay.rewards import RewardConfig, VerifierSuite
 from selfplay.rollout import Rollout, step_id
-from selfplay.solver import Action, TurnRequest
+from selfplay.solver import FAMILY_SYSTEM_PROMPTS, Action, TurnRequest
 from selfplay.verifiers import (
     EvidenceCoverage,
     LLMJudge,
@@ -90,7 +90,7 @@ from selfplay.verifiers import (
     tool_steps,
     trajectory_messages,
 )
-from selfplay.writeback import ScoredRollout, rollout_batch
+from selfplay.writeback import ScoredRollout, write_rollouts
 
 __all__ = [
     "COMPUTE_SYSTEM_PROMPT",
@@ -117,13 +117,7 @@ ENTITY_TEMPLATES = ("argmax", "argmin", "compare")
 DERIVED_PREFIX = "derived:"
 DERIVED_TYPE = "derived_fact"
 
-COMPUTE_SYSTEM_PROMPT = (
-    "You answer questions about a knowledge graph that need arithmetic. Find the start entity "
-    "with search_entities, follow relations with get_relations (pass the entity id and the "
-    "relation), read an entity's numeric attributes (its props) with get_entity, and compute "
-    "with the python tool (print the result). Reply with one number, or with the one entity "
-    "name the question asks for, inside <answer>...</answer>."
-)
+COMPUTE_SYSTEM_PROMPT = FAMILY_SYSTEM_PROMPTS["compute"]
 
 
 # --------------------------------------------------------------------------- numbers
@@ -1125,14 +1119,6 @@ def growth_batch(scored: ScoredRollout) -> GraphBatch:
     return batch
 
 
-def _merge(into: GraphBatch, part: GraphBatch) -> None:
-    for kind, nodes in part.nodes.items():
-        into.nodes.setdefault(kind, []).extend(nodes)
-    into.relations.extend(part.relations)
-    into.edges.extend(part.edges)
-    into.phrases.update(part.phrases)
-
-
 def write_compute_rollouts(
     store: GraphStore, items: Sequence[ScoredRollout], *, run: Run | None = None
 ) -> int:
@@ -1143,17 +1129,4 @@ def write_compute_rollouts(
     >>> write_compute_rollouts(store, scorer.score(rollouts), run=run)  # doctest: +SKIP
     412
     """
-    store = getattr(store, "store", store)
-    touched = sorted({e for s in items for e in s.rollout.touched_entity_ids})
-    existing: set[str] = set()
-    for a in range(0, len(touched), 5_000):
-        existing.update(n.id for n in store.get_nodes("Entity", touched[a : a + 5_000]))
-    batch = GraphBatch()
-    if run is not None:
-        batch.add(run)
-    for scored in items:
-        _merge(batch, rollout_batch(scored, existing_entities=existing))
-        _merge(batch, growth_batch(scored))
-    if len(batch):
-        store.write(batch)
-    return len(batch)
+    return write_rollouts(getattr(store, "store", store), items, run=run, grow=growth_batch)
