@@ -34,6 +34,8 @@ from selfplay.toolschema import schema_validator_class
 
 __all__ = [
     "ToolImportReport",
+    "ToolPlan",
+    "plan_tools",
     "tool_from_definition",
     "read_tool_definitions",
     "import_tools",
@@ -248,6 +250,98 @@ def _content_versioned(t: Tool) -> Tool:
     )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolPlan:
+    """What importing some definitions writes: `records` (new or changed Tool nodes), `ids` (the
+    tool id each definition became, in order) and the counts of `ToolImportReport`."""
+
+    records: list[Tool]
+    ids: list[str]
+    definitions: int
+    duplicates: int
+    conflicts: int
+
+
+def plan_tools(
+    store: Any,
+    definitions: Sequence[tuple[str, Mapping[str, Any]]],
+    *,
+    version: str = "1",
+    domain: str = "",
+    on_conflict: OnConflict = "version",
+) -> ToolPlan:
+    """The Tool records `(where, definition)` pairs make against a graph, and the tool id each
+    definition became; nothing is written (`import_tools` writes, and so does the BFCL task
+    import, in one batch with its tasks). Conflicts are settled as `import_tools` says.
+
+    >>> plan = plan_tools(store, [("f:1", {"name": "add"}), ("f:2", {"name": "add"})])  # doctest: +SKIP
+    >>> plan.ids, plan.duplicates  # doctest: +SKIP
+    (['add@1', 'add@1'], 1)
+    """
+    if on_conflict not in ("version", "first", "error"):
+        raise ValueError(f"on_conflict must be 'version', 'first' or 'error', got {on_conflict!r}")
+    store = getattr(store, "store", store)
+    # tool id -> (record, where, the (declared id, fingerprint) it stands for)
+    chosen: dict[str, tuple[Tool, str, tuple[str, str]]] = {}
+    # declared id -> (fingerprint, where) of its first definition
+    first: dict[str, tuple[str, str]] = {}
+    # (declared id, fingerprint) already settled -> the tool id it became
+    settled: dict[tuple[str, str], str] = {}
+    converted: dict[str, tuple[Tool, str]] = {}  # BFCL repeats definitions verbatim: convert once
+    keys: list[tuple[str, str]] = []  # (declared id, fingerprint) of each definition
+    duplicates = conflicts = 0
+    for where, definition in definitions:
+        key = json.dumps(definition, sort_keys=True, ensure_ascii=False, default=str)
+        if key not in converted:
+            record = tool_from_definition(definition, version=version, domain=domain, where=where)
+            converted[key] = (record, _fingerprint(record))
+        record, fp = converted[key]
+        keys.append((record.id, fp))
+        if record.id not in first:
+            first[record.id] = (fp, where)
+            settled[(record.id, fp)] = record.id
+            chosen[record.id] = (record, where, (record.id, fp))
+            continue
+        if (record.id, fp) in settled:
+            duplicates += 1
+            continue
+        conflicts += 1
+        if on_conflict == "error":
+            raise ValueError(
+                f"{where}: tool {record.id!r} is defined differently at {first[record.id][1]}; "
+                "use on_conflict='version' (--on-conflict version) or 'first'"
+            )
+        settled[(record.id, fp)] = record.id
+        if on_conflict == "version":
+            versioned = _content_versioned(record)
+            chosen[versioned.id] = (versioned, where, (record.id, fp))
+            settled[(record.id, fp)] = versioned.id
+    # Definitions already in the graph under the same id count as the first ones.
+    existing = {t.id: t for t in store.get_nodes("Tool", list(chosen))}
+    for tool_id, (record, where, key) in list(chosen.items()):
+        old = existing.get(tool_id)
+        if old is None or _fingerprint(old) == _fingerprint(record):  # type: ignore[arg-type]
+            continue
+        conflicts += 1
+        if on_conflict == "error":
+            raise ValueError(
+                f"{where}: tool {tool_id!r} already exists in the graph with a different definition; "
+                "use on_conflict='version' (--on-conflict version) or 'first', or a new --version"
+            )
+        del chosen[tool_id]
+        if on_conflict == "version":
+            versioned = _content_versioned(record)
+            chosen[versioned.id] = (versioned, where, key)
+            settled[key] = versioned.id
+    return ToolPlan(
+        records=[t for t, _, _ in chosen.values()],
+        ids=[settled[k] for k in keys],
+        definitions=len(keys),
+        duplicates=duplicates,
+        conflicts=conflicts,
+    )
+
+
 def import_tools(
     store: Any,
     paths: str | Path | Sequence[str | Path],
@@ -271,64 +365,14 @@ def import_tools(
     files = [paths] if isinstance(paths, str | Path) else list(paths)
     if not files:
         raise ValueError("no tool definition files given")
-    chosen: dict[str, tuple[Tool, str]] = {}  # tool id -> (record, where)
-    first: dict[
-        str, tuple[str, str]
-    ] = {}  # declared id -> (fingerprint, where) of its first definition
-    seen: set[tuple[str, str]] = set()  # (declared id, fingerprint) already settled
-    converted: dict[str, tuple[Tool, str]] = {}  # BFCL repeats definitions verbatim: convert once
-    definitions = duplicates = conflicts = 0
-    for file in files:
-        for where, definition in read_tool_definitions(file):
-            definitions += 1
-            key = json.dumps(definition, sort_keys=True, ensure_ascii=False, default=str)
-            if key not in converted:
-                record = tool_from_definition(
-                    definition, version=version, domain=domain, where=where
-                )
-                converted[key] = (record, _fingerprint(record))
-            record, fp = converted[key]
-            if record.id not in first:
-                first[record.id] = (fp, where)
-                seen.add((record.id, fp))
-                chosen[record.id] = (record, where)
-                continue
-            if (record.id, fp) in seen:
-                duplicates += 1
-                continue
-            conflicts += 1
-            if on_conflict == "error":
-                raise ValueError(
-                    f"{where}: tool {record.id!r} is defined differently at {first[record.id][1]}; "
-                    "use on_conflict='version' (--on-conflict version) or 'first'"
-                )
-            seen.add((record.id, fp))
-            if on_conflict == "version":
-                versioned = _content_versioned(record)
-                chosen[versioned.id] = (versioned, where)
-    # Definitions already in the graph under the same id count as the first ones.
-    existing = {t.id: t for t in store.get_nodes("Tool", list(chosen))}
-    for tool_id, (record, where) in list(chosen.items()):
-        old = existing.get(tool_id)
-        if old is None or _fingerprint(old) == _fingerprint(record):  # type: ignore[arg-type]
-            continue
-        conflicts += 1
-        if on_conflict == "error":
-            raise ValueError(
-                f"{where}: tool {tool_id!r} already exists in the graph with a different definition; "
-                "use on_conflict='version' (--on-conflict version) or 'first', or a new --version"
-            )
-        del chosen[tool_id]
-        if on_conflict == "version":
-            versioned = _content_versioned(record)
-            chosen[versioned.id] = (versioned, where)
-    batch = GraphBatch().extend(t for t, _ in chosen.values())
-    store.write(batch)
+    definitions = [pair for file in files for pair in read_tool_definitions(file)]
+    plan = plan_tools(store, definitions, version=version, domain=domain, on_conflict=on_conflict)
+    store.write(GraphBatch().extend(plan.records))
     return ToolImportReport(
         files=len(files),
-        definitions=definitions,
-        tools=len(chosen),
-        duplicates=duplicates,
-        conflicts=conflicts,
-        tool_ids=sorted(chosen),
+        definitions=plan.definitions,
+        tools=len(plan.records),
+        duplicates=plan.duplicates,
+        conflicts=plan.conflicts,
+        tool_ids=sorted(t.id for t in plan.records),
     )
