@@ -13,6 +13,8 @@
 | `tool_step@1`           | per tool Step: call valid, observation informative, still on a path   | rule |
 |                         | that reaches an answer (Verifications with VERIFIES -> Step)          |      |
 | `llm_judge@1`           | an engine, shown question, answers and reply, says CORRECT            | llm  |
+| `bfcl_ast@1`            | the tool calls pass the task's BFCL answer key by BFCL's AST rules    | rule |
+|                         | (`selfplay.bfcl`; tool_use tasks imported from BFCL)                   |      |
 
 Every verifier has `verify(task, trajectory, context) -> VerifierResult(passed, score, detail)`;
 `trajectory` is a list of DESIGN section 4 messages, a list of `Step`s, or any object with
@@ -34,6 +36,7 @@ from typing import Any, ClassVar
 
 from kag.schema import Step, Task, Verifier
 from selfplay.answers import leaked_answer, normalize_answer, score_answer
+from selfplay.bfcl import check_calls
 from selfplay.constraints import check_reply, task_constraints
 from selfplay.graph_tools import entity_ids_in
 from selfplay.parsing import extract_answer
@@ -49,6 +52,7 @@ __all__ = [
     "NoShortcut",
     "InstructionFollowing",
     "LLMJudge",
+    "BfclAst",
     "VERIFIERS",
     "build_verifier",
     "trajectory_messages",
@@ -790,6 +794,78 @@ class LLMJudge(TrajectoryVerifier):
         return VerifierResult(passed=passed, score=1.0 if passed else 0.0, detail=reason)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BfclAst(TrajectoryVerifier):
+    """Every tool call of the trajectory, in order, passes the task's BFCL answer key.
+
+    The calls are checked as BFCL checks one model response (`selfplay.bfcl.check_calls`)
+    against `task.props`: `functions` (the BFCL definitions), `ground_truth` (the answer key) and
+    `bfcl.category` (simple, multiple or parallel rules), as `kag import tasks` stores them. A
+    call the parser could not read, or whose arguments are not a JSON object, fails the check;
+    so does a wrong call followed by a right one (BFCL scores one response). Score: 1 or 0.
+    Undecided for a task without an answer key.
+
+    >>> BfclAst().verify(task, rollout).passed  # doctest: +SKIP
+    True
+    """
+
+    name: ClassVar[str] = "bfcl_ast"
+    #: compare function names with their dots written as "_", as BFCL does for models whose
+    #: APIs forbid dots in names (the tools must then be offered under those names)
+    underscore_to_dot: bool = False
+
+    def verify(
+        self, task: Task, trajectory: Any, context: VerifyContext | None = None
+    ) -> VerifierResult:
+        functions = task.props.get("functions")
+        answer_key = task.props.get("ground_truth")
+        category = (task.props.get("bfcl") or {}).get("category")
+        if not functions or not answer_key or not isinstance(category, str):
+            return VerifierResult(
+                passed=None,
+                score=0.0,
+                detail=f"task {task.id!r} has no BFCL answer key (props functions, "
+                "ground_truth and bfcl.category)",
+            )
+        malformed = sum(s.malformed for s in tool_steps(trajectory))
+        recorded = context.n_malformed if context is not None else None
+        if recorded is None:
+            recorded = getattr(trajectory, "n_malformed", None)
+        if isinstance(recorded, int):
+            malformed = max(malformed, recorded)
+        if malformed:
+            return VerifierResult(
+                passed=False, score=0.0, detail=f"{malformed} tool call(s) could not be parsed"
+            )
+        calls = []
+        for _, name, args in _tool_calls(trajectory_messages(trajectory)):
+            value = _json_or_none(args) if args.strip() else {}
+            if not isinstance(value, Mapping):
+                return VerifierResult(
+                    passed=False,
+                    score=0.0,
+                    detail=f"the arguments of {name!r} are not a JSON object: {args[:120]!r}",
+                )
+            calls.append({name: dict(value)})
+        verdict = check_calls(
+            functions,
+            calls,
+            answer_key,
+            category=category,
+            underscore_to_dot=self.underscore_to_dot,
+        )
+        if verdict.valid:
+            return VerifierResult(
+                passed=True, score=1.0, detail=f"{len(calls)} call(s) match the answer key"
+            )
+        return VerifierResult(
+            passed=False,
+            score=0.0,
+            detail=f"{verdict.error_type}: {verdict.error}",
+            checks={verdict.error_type: False},
+        )
+
+
 #: verifier name -> class, to rebuild verifiers from their records
 VERIFIERS: dict[str, type[TrajectoryVerifier]] = {
     cls.name: cls
@@ -802,6 +878,7 @@ VERIFIERS: dict[str, type[TrajectoryVerifier]] = {
         InstructionFollowing,
         ToolStepCheck,
         LLMJudge,
+        BfclAst,
     )
 }
 
