@@ -6,6 +6,7 @@
 | `csv`     | a header naming the columns, then RFC 4180 rows             | `.csv`                       |
 | `parquet` | one row per task                                            | `.parquet`, `.pq`            |
 | `metaqa`  | MetaQA's `question<TAB>answer1|answer2`, topic in `[...]`   | `.txt` whose first line has a tab and a `[mention]` |
+| `bfcl`    | BFCL function-calling rows (`kag.bfclfiles`)               | `.json`/`.jsonl` whose first line has `question` and `function` lists |
 
 The columns (keys) of jsonl, csv and parquet rows are `TASK_COLUMNS`: `question` and `answers`
 (a list of strings; in CSV a `|`-separated text or a JSON list) are required; `topic` or
@@ -18,6 +19,7 @@ the question, else the first entity of `path`); `id`, `path` (the gold path
 |----------------------|--------------------------------------------------------------------------|
 | `read_task_files`    | every row of every file as a checked `TaskRow`, or `TaskFileError`       |
 | `task_format`        | the format of a file (`format=` or its extension and first line)         |
+| `is_bfcl_file`       | whether a JSON Lines file holds BFCL function-calling rows               |
 | `hops_of_directory`  | the hop count of an `N-hop` directory above a file (MetaQA's layout)     |
 | `quote_mentions`     | `[X]` -> `"X"` in a question, and the first mention                      |
 | `resolve_entities`   | entity ids or names -> `EntityMatch` (exact id first, then exact name)   |
@@ -50,13 +52,14 @@ __all__ = [
     "TaskFileError",
     "TaskRow",
     "hops_of_directory",
+    "is_bfcl_file",
     "quote_mentions",
     "read_task_files",
     "resolve_entities",
     "task_format",
 ]
 
-TASK_FORMATS = ("jsonl", "csv", "parquet", "metaqa")
+TASK_FORMATS = ("jsonl", "csv", "parquet", "metaqa", "bfcl")
 TASK_COLUMNS = (
     "id",
     "question",
@@ -169,6 +172,8 @@ def task_format(path: str | Path, format: str | None = None) -> str:  # noqa: A0
             )
         return format
     fmt = _EXTENSIONS.get(path.suffix.lower())
+    if fmt == "jsonl" and path.is_file() and is_bfcl_file(path):
+        return "bfcl"
     if fmt is not None:
         return fmt
     if path.suffix.lower() == ".txt" and path.is_file():
@@ -179,6 +184,23 @@ def task_format(path: str | Path, format: str | None = None) -> str:  # noqa: A0
     raise ValueError(
         f"cannot tell the task format of {path} from its name; pass format= (--format) "
         f"one of {', '.join(TASK_FORMATS)}"
+    )
+
+
+def is_bfcl_file(path: str | Path) -> bool:
+    """Whether a file's first non-blank line is a BFCL row (read by `kag.bfclfiles`): an object
+    with a `question` list and a `function` list (BFCL's multi-turn rows name `involved_classes`
+    instead, and are refused there with a message that says so)."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            first = next((line for line in f if line.strip()), "")
+        data = json.loads(first)
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("question"), list)
+        and (isinstance(data.get("function"), list) or "involved_classes" in data)
     )
 
 
@@ -265,6 +287,11 @@ def read_task_files(
         if not path.is_file():
             raise FileNotFoundError(f"task file {path} does not exist")
         formats.append(task_format(path, format))
+    if "bfcl" in formats:
+        raise ValueError(
+            f"{files[formats.index('bfcl')]} is a BFCL file: read it with "
+            "kag.bfclfiles.read_bfcl_files (`kag import tasks` does)"
+        )
     errors = _Errors()
     rows: list[TaskRow] = []
     for path, fmt in zip(files, formats, strict=True):

@@ -85,7 +85,7 @@ def import_tools_main(argv: list[str]) -> int:
 
 def import_tasks_main(argv: list[str]) -> int:
     """`kag import tasks FILE... [--family F] [--format F] [--hops N] [--domain D] [--run-id ID]
-    [--graph URL] [--json]`."""
+    [--answers FILE]... [--graph URL] [--json]`."""
     from kag.schema import TASK_FAMILIES
     from kag.taskfiles import TASK_FORMATS
 
@@ -95,7 +95,9 @@ def import_tasks_main(argv: list[str]) -> int:
             "Import user task sets (JSON Lines, CSV, Parquet, or MetaQA's question<TAB>answers "
             "lines) as tasks with SUPPORTS, CHECKED_BY and PRODUCED_BY edges to an import "
             "run. Every row of every file is checked before anything is written; topics that "
-            "name no entity of the graph are counted, not imported."
+            "name no entity of the graph are counted, not imported. BFCL function-calling "
+            "sets (--format bfcl, or found by their first line) import as tool_use tasks "
+            "with their functions as tools."
         ),
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="task files")
@@ -117,6 +119,13 @@ def import_tasks_main(argv: list[str]) -> int:
     parser.add_argument(
         "--run-id", default=None, help="id of the import run (default: from the files' contents)"
     )
+    parser.add_argument(
+        "--answers",
+        action="append",
+        metavar="FILE",
+        help="BFCL possible-answer file, once per task file in order (default: the file of the "
+        "same name in possible_answer/ beside each)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
@@ -132,6 +141,7 @@ def import_tasks_main(argv: list[str]) -> int:
             hops=args.hops,
             domain=args.domain,
             run_id=args.run_id,
+            answers=args.answers,
         )
         url = graph.url
     if args.json:
@@ -144,6 +154,12 @@ def import_tasks_main(argv: list[str]) -> int:
         f"{report.unresolved} unresolved, {report.shortcut} shortcuts, "
         f"{report.duplicates} duplicates; run {report.run_id} in {report.seconds:.1f} s"
     )
+    if report.tools:
+        print(
+            f"{report.tools} tools; {report.unsatisfiable} rows unsatisfiable by their answer "
+            f"key, {report.schema_conflicts} whose answer key breaks their tools' schemas "
+            "(neither imported)"
+        )
     if report.unresolved_examples:
         print(
             f"kag import tasks: {report.unresolved} line(s) name no entity of the graph, e.g. "

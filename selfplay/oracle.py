@@ -13,6 +13,9 @@ verifiers and write-back, in the same message format (`policy="oracle"`). Its tu
 |        | another separator when a name holds ";"); a task with output constraints gets the  |
 |        | reply `selfplay.constraints.render_reply` writes to meet them                      |
 
+A `tool_use` task (no path: an answer key) gets `selfplay.families.tool_use.oracle_turn`: every
+gold call in one turn, then an answer naming them.
+
 It reads the entities reached from the tool observations (set semantics, as the proposer's
 answers), so it names every answer, as `answer_match@2` requires. `malformed_turns=n`
 starts with n turns that write a malformed tool call, to exercise the error path.
@@ -62,6 +65,10 @@ class OraclePolicy:
     def _next(self, request: TurnRequest) -> str:
         r = request.rollout
         task = r.task
+        if task.family == "tool_use":  # function calls from an answer key, no graph path
+            from selfplay.families.tool_use import oracle_turn
+
+            return oracle_turn(task, r.messages, final=request.final)
         entities = list(task.path.get("entities", []))
         relations = list(task.path.get("relations", []))
         if not entities or len(relations) != len(entities) - 1:

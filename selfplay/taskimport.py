@@ -1,4 +1,4 @@
-"""User task sets as Tasks: `kag import tasks` (MetaQA, JSONL, CSV, Parquet).
+"""User task sets as Tasks: `kag import tasks` (MetaQA, JSONL, CSV, Parquet, BFCL).
 
 `import_tasks(graph, ["metaqa/2-hop/vanilla/qa_dev.txt"])` reads and checks every row of every
 file (`kag.taskfiles.read_task_files`), resolves topic, path and answer entities against the graph
@@ -23,6 +23,9 @@ an earlier line). Task ids are the row's own `id`, else `task:` + a hash of fami
 topic id and answers; the Run id is `import:` + a hash of the files' contents and the options,
 so importing the same files again writes nothing.
 
+BFCL's function-calling sets take their own path (`import_bfcl_tasks`): tool_use tasks with
+their functions as Tool nodes, checked by `bfcl_ast@1`; no entity is resolved there.
+
 >>> report = import_tasks(graph, ["metaqa/1-hop/vanilla/qa_dev.txt"])  # doctest: +SKIP
 >>> report.lines == report.imported + report.unresolved + report.shortcut + report.duplicates  # doctest: +SKIP
 True
@@ -40,8 +43,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kag.bfclfiles import answers_file_of, read_bfcl_files
 from kag.importer import ImportFileError
-from kag.schema import Edge, Run, Task, Verifier
+from kag.schema import Edge, Run, Task, Tool, Verifier
 from kag.stores.base import GraphBatch, GraphStore
 from kag.taskfiles import (
     MAX_ERRORS,
@@ -57,9 +61,18 @@ from selfplay.constraints import parse_constraints
 from selfplay.proposer import TASK_ID_PREFIX
 from selfplay.writeback import task_batch
 
-__all__ = ["TaskImportReport", "import_tasks", "import_run_id", "imported_task_id"]
+__all__ = [
+    "BFCL_TASK_PREFIX",
+    "TaskImportReport",
+    "import_bfcl_tasks",
+    "import_tasks",
+    "import_run_id",
+    "imported_task_id",
+]
 
 RUN_ID_PREFIX = "import:"
+#: the id of a task imported from BFCL: this prefix and the row's id (`bfcl:simple_python_0`)
+BFCL_TASK_PREFIX = "bfcl:"
 #: examples of unresolved mentions and shortcuts kept in the report
 MAX_EXAMPLES = 10
 
@@ -92,11 +105,20 @@ class TaskImportReport:
     shortcut_examples: list[str] = field(default_factory=list)
     task_ids: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: BFCL rows whose answer key no call can pass, even by BFCL's own checker (not imported)
+    unsatisfiable: int = 0
+    #: BFCL rows whose every allowed call breaks its tools' JSON schemas (not imported)
+    schema_conflicts: int = 0
+    #: Tool nodes the functions of a BFCL import became (distinct ids, in the graph before or not)
+    tools: int = 0
+    #: examples of unsatisfiable and schema-conflicting rows, `FILE line N: why`
+    unsolvable_examples: list[str] = field(default_factory=list)
 
     def counters(self) -> dict[str, Any]:
         """The numbers of the import, as the Run records them (no timing, nothing that changes
-        when the same files are imported again)."""
-        return {
+        when the same files are imported again); a BFCL import adds `unsatisfiable`,
+        `schema_conflicts` and `tools`."""
+        out = {
             "lines": self.lines,
             "imported": self.imported,
             "unresolved": self.unresolved,
@@ -106,6 +128,13 @@ class TaskImportReport:
             "answers_unresolved": self.answers_unresolved,
             "per_file": self.per_file,
         }
+        if self.tools:
+            out.update(
+                unsatisfiable=self.unsatisfiable,
+                schema_conflicts=self.schema_conflicts,
+                tools=self.tools,
+            )
+        return out
 
     def to_dict(self, *, task_ids: bool = True) -> dict[str, Any]:
         out = asdict(self)
@@ -165,8 +194,13 @@ def import_tasks(
     verifiers: Sequence[Verifier | str] | None = None,
     run_id: str | None = None,
     batch_size: int = 5_000,
+    answers: Sequence[str | Path] | None = None,
 ) -> TaskImportReport:
     """Import task files into a store or `KnowledgeActionGraph` (see the module docstring).
+
+    BFCL files (`format="bfcl"`, or found by their first line) import as tool_use tasks with
+    their functions as Tool nodes (see `import_bfcl_tasks`; `answers` names their
+    possible-answer files, default `possible_answer/` beside them); all files must then be BFCL's.
 
     `family`, `hops` and `domain` are the defaults of rows that do not give their own; a task's
     domain is its row's, else `domain`, else its topic entity's. `verifiers`: the Verifier records
@@ -186,6 +220,28 @@ def import_tasks(
     files = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    formats = [task_format(p, format) if p.is_file() else None for p in files]
+    if "bfcl" in formats:
+        if any(f != "bfcl" for f in formats):
+            raise ValueError(
+                "BFCL files import on their own: "
+                f"{', '.join(str(p) for p, f in zip(files, formats, strict=True) if f != 'bfcl')} "
+                "are not BFCL files"
+            )
+        if hops is not None:
+            raise ValueError("hops= (--hops) does not apply to BFCL files: hops = expected calls")
+        return import_bfcl_tasks(
+            store,
+            files,
+            answers=answers,
+            family=family,
+            domain=domain,
+            verifiers=verifiers,
+            run_id=run_id,
+            batch_size=batch_size,
+        )
+    if answers is not None:
+        raise ValueError("answers= (--answers) is for BFCL files only")
     rows = read_task_files(files, format=format, family=family, hops=hops, domain=domain)
     verifier_records, verifier_ids = _verifiers(store, verifiers)
 
@@ -291,6 +347,23 @@ def import_tasks(
     config = {"files": report.files, "file_sha256": file_hashes, **options}
     run = _run_record(store, run_id, config, report.counters())
 
+    new, updated = _write(store, tasks, verifier_records, run, run_id, batch_size)
+    return dataclasses.replace(
+        report, new=new, updated=updated, seconds=time.perf_counter() - started
+    )
+
+
+def _write(
+    store: GraphStore,
+    tasks: dict[str, Task],
+    verifier_records: Sequence[Verifier],
+    run: Run | None,
+    run_id: str,
+    batch_size: int,
+    tools: Sequence[Tool] = (),
+) -> tuple[int, int]:
+    """Write what the graph lacks of an import (tools and verifiers, new or changed tasks, their
+    PRODUCED_BY edges, the Run); returns (new tasks, updated tasks)."""
     # ---- what the graph lacks: new or changed tasks, missing PRODUCED_BY edges, the Run
     ids = list(tasks)
     existing: dict[str, Task] = {}
@@ -313,7 +386,7 @@ def import_tasks(
     def batches() -> Iterator[GraphBatch]:
         # the Run comes first (PRODUCED_BY needs it) as "running", and is completed last: on
         # Neo4j, where batches commit one by one, an import cut short says so
-        head = GraphBatch().extend(fresh_verifiers)
+        head = GraphBatch().extend(fresh_verifiers).extend(tools)
         if run is not None:
             head.add(dataclasses.replace(run, status="running", finished_at=None))
         if len(head):
@@ -332,8 +405,168 @@ def import_tasks(
 
     store.write_many(batches())
     new = sum(t.id not in existing for t in changed)
+    return new, len(changed) - new
+
+
+def import_bfcl_tasks(
+    target: Any,
+    paths: str | Path | Sequence[str | Path],
+    *,
+    answers: Sequence[str | Path] | None = None,
+    family: str | None = None,
+    domain: str = "",
+    verifiers: Sequence[Verifier | str] | None = None,
+    run_id: str | None = None,
+    batch_size: int = 5_000,
+) -> TaskImportReport:
+    """Import BFCL function-calling sets (`kag.bfclfiles`) as tool_use tasks, all or nothing.
+
+    | record      | what                                                                     |
+    |-------------|--------------------------------------------------------------------------|
+    | Tool        | every function of every imported row (`selfplay.tooldefs.plan_tools`:    |
+    |             | the same definition is one tool, a name defined differently gets a       |
+    |             | content-hash version)                                                    |
+    | Task        | id `bfcl:<row id>`, family tool_use, question = the user message(s),     |
+    |             | answers = the gold calls as text, hops = expected calls, domain `bfcl`;  |
+    |             | props `tools`, `functions`, `ground_truth`, `messages`, `bfcl` (id,      |
+    |             | category), `source`, `verifiers` (`selfplay.families.tool_use`)          |
+    | CHECKED_BY  | Task -> `bfcl_ast@1`, `tool_call_validity@1` (default: the family suite) |
+    | PRODUCED_BY | Task -> the import Run                                                   |
+
+    Every row read is one of: imported, unsatisfiable (even the gold calls fail BFCL's own
+    checker: its answer key contradicts its functions), schema_conflict (every call the key
+    allows breaks a tool's JSON schema, which `tool_call_validity` rejects) or duplicate.
+
+    >>> r = import_bfcl_tasks(graph, ["bfcl/BFCL_v4_live_simple.json"])  # doctest: +SKIP
+    >>> (r.lines, r.imported, r.unsatisfiable, r.schema_conflicts)  # doctest: +SKIP
+    (258, 255, 2, 1)
+    """
+    from selfplay.families import tool_use
+    from selfplay.tooldefs import plan_tools
+
+    started = time.perf_counter()
+    store: GraphStore = getattr(target, "store", target)
+    files = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    if family not in (None, tool_use.FAMILY):
+        raise ValueError(f"BFCL rows are {tool_use.FAMILY} tasks, not {family!r}")
+    rows = read_bfcl_files(files, answers=answers)
+    if verifiers is None:
+        verifiers = tool_use.suite().records()
+    verifier_records, verifier_ids = _verifiers(store, verifiers)
+    keys = ("lines", "imported", "unsatisfiable", "schema_conflict", "duplicates")
+    counts = {str(p): dict.fromkeys(keys, 0) for p in files}
+    kept: list[tuple[Any, list[dict[str, Any]]]] = []
+    examples: list[str] = []
+    seen: dict[str, str] = {}
+    errors: list[ImportFileError] = []
+    n_errors = 0
+    for row in rows:
+        tally = counts[row.file]
+        tally["lines"] += 1
+        problem = tool_use.answer_key_problem(row.functions, row.ground_truth, row.category)
+        if problem is not None:
+            tally["unsatisfiable" if problem[0] == "unsatisfiable" else "schema_conflict"] += 1
+            if len(examples) < MAX_EXAMPLES:
+                examples.append(
+                    f"{row.file} line {row.line} ({row.id}): {problem[0]}: {problem[1]}"
+                )
+            continue
+        content = json.dumps(
+            [row.messages, row.functions, row.ground_truth], sort_keys=True, default=str
+        )
+        if row.id in seen:
+            if seen[row.id] != content:
+                n_errors += 1
+                if len(errors) < MAX_ERRORS:
+                    errors.append(
+                        ImportFileError(
+                            row.file, row.line, "id", f"{row.id!r} is also the id of another row"
+                        )
+                    )
+                continue
+            tally["duplicates"] += 1
+            continue
+        seen[row.id] = content
+        kept.append((row, tool_use.expected_calls(row.functions, row.ground_truth)))
+        tally["imported"] += 1
+    if n_errors:
+        raise TaskFileError(errors, n_errors)
+
+    plan = plan_tools(
+        store,
+        [(f"{row.file}:{row.line}", f) for row, _ in kept for f in row.functions],
+        domain=domain,
+    )
+    tasks: dict[str, Task] = {}
+    at = 0
+    for row, calls in kept:
+        tool_ids = list(dict.fromkeys(plan.ids[at : at + len(row.functions)]))
+        at += len(row.functions)
+        question = "\n\n".join(
+            m["content"] for m in row.messages if m["role"] == "user" and m["content"].strip()
+        )
+        task = Task(
+            id=BFCL_TASK_PREFIX + row.id,
+            family=tool_use.FAMILY,
+            domain=domain or "bfcl",
+            question=question,
+            answers=tool_use.answers_of(calls),
+            hops=len(row.ground_truth),
+            status="active",
+            props={
+                "tools": tool_ids,
+                "functions": list(row.functions),
+                "ground_truth": list(row.ground_truth),
+                "messages": [dict(m) for m in row.messages],
+                "bfcl": {"id": row.id, "category": row.category},
+                "source": row.source,
+                "verifiers": list(verifier_ids),
+            },
+        )
+        tasks[task.id] = task
+
+    totals = {k: sum(c[k] for c in counts.values()) for k in keys}
+    answer_paths = (
+        [Path(a) for a in answers] if answers is not None else [answers_file_of(p) for p in files]
+    )
+    file_hashes = [_sha256(p) for p in files]
+    options = {
+        "formats": ["bfcl"] * len(files),
+        "answers_sha256": [_sha256(p) for p in answer_paths],
+        "family": tool_use.FAMILY,
+        "domain": domain,
+        "verifiers": verifier_ids,
+    }
+    run_id = run_id or import_run_id(file_hashes, options)
+    report = TaskImportReport(
+        files=[str(p) for p in files],
+        lines=totals["lines"],
+        imported=totals["imported"],
+        unresolved=0,
+        shortcut=0,
+        duplicates=totals["duplicates"],
+        new=0,
+        updated=0,
+        ambiguous=0,
+        answers_unresolved=0,
+        run_id=run_id,
+        per_file=counts,
+        task_ids=list(tasks),
+        unsatisfiable=totals["unsatisfiable"],
+        schema_conflicts=totals["schema_conflict"],
+        tools=len(set(plan.ids)),
+        unsolvable_examples=examples,
+    )
+    config = {
+        "files": report.files,
+        "file_sha256": file_hashes,
+        "answers": [str(p) for p in answer_paths],
+        **options,
+    }
+    run = _run_record(store, run_id, config, report.counters())
+    new, updated = _write(store, tasks, verifier_records, run, run_id, batch_size, plan.records)
     return dataclasses.replace(
-        report, new=new, updated=len(changed) - new, seconds=time.perf_counter() - started
+        report, new=new, updated=updated, seconds=time.perf_counter() - started
     )
 
 

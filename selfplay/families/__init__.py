@@ -8,6 +8,8 @@
 | `compute`     | numeric facts of the graph: sums, means, counts,      | `numeric_match@1` + evidence,        |
 |               | argmax, comparisons, differences                      | shortcut and call checks             |
 |               | (`selfplay.families.compute.ComputeProposer`)         | (`selfplay.families.compute.suite`)  |
+| `tool_use`    | BFCL function-calling sets, imported (`kag import     | `bfcl_ast@1`, `tool_call_validity@1` |
+|               | tasks`; `selfplay.taskimport.import_bfcl_tasks`)      | (`selfplay.families.tool_use.suite`) |
 
 `tool_use` tasks are not proposed by a run yet (see `PROPOSED_FAMILIES`); a run asked for them
 says so. Every family shares the graph tools and the solver loop (a run with compute tasks also
@@ -18,6 +20,7 @@ family's suite (`Scorer(suites=...)`), and accepted compute trajectories grow th
 | module                       | what it holds                                               |
 |------------------------------|-------------------------------------------------------------|
 | `selfplay.families.compute`  | the compute proposer, `numeric_match@1`, its oracle, growth |
+| `selfplay.families.tool_use` | the tool_use suite, per-task tools and prompt, gold calls   |
 
 >>> "instruction_following@1" in [v.id for v in family_suite("instruction").required]
 True
@@ -86,6 +89,10 @@ def family_suite(family: str, *, judge: Any = None) -> VerifierSuite:
         from selfplay.families.compute import suite
 
         return suite(judge=judge)
+    if family == "tool_use":  # function calls against an answer key: no judge applies
+        from selfplay.families.tool_use import suite
+
+        return suite()
     return VerifierSuite.default(judge=judge)
 
 
