@@ -253,6 +253,8 @@ def _row(
             raise _RowError("function", f"definition {k} must be an object with a 'name'")
         if not isinstance(f.get("parameters", {}), dict):
             raise _RowError("function", f"{f['name']!r}: 'parameters' must be an object")
+        if f["name"] in names:
+            raise _RowError("function", f"defines {f['name']!r} twice; a model calls by name")
         names.add(f["name"])
     if row_id not in keys:
         raise _RowError("id", f"{row_id!r} has no possible answer in {key_path}")

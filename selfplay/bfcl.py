@@ -22,14 +22,16 @@ that may be left out. The rules, for one call against one expected call:
   the answer key does not name;
 - each value has the parameter's type (`integer`, `float` (an int is taken as a float),
   `string`, `boolean`, `array`/`tuple` (items of the item type), `dict`, `any` (a string)) or
-  the type of the first allowed value (a "variable"), and is allowed: strings after
-  `standardize_string`, lists item by item, dicts key by key, other values by `==`;
+  the type of the first allowed value (a "variable", then compared by `==` as it is), and is
+  allowed: strings after `standardize_string`, lists item by item, dicts key by key (one level),
+  other values by `==`;
 - a parameter the call leaves out must allow `""`.
 
 `simple` categories take exactly one call, checked against the first function; `multiple`
 ones one call of the expected function among several offered; `parallel` ones (and
 `parallel_multiple`) as many calls as expected, in any order: each expected call, in turn,
-takes the first unmatched call that passes it.
+takes the first unmatched call that passes it (greedy, as BFCL matches: an expected call that
+allows several values may take the call a later one needed).
 
 >>> functions = [{"name": "area", "parameters": {"type": "dict", "required": ["base"],
 ...     "properties": {"base": {"type": "float"}, "unit": {"type": "string"}}}}]
@@ -177,7 +179,9 @@ def _dict_ok(value: Mapping[str, Any], allowed: Sequence[Any]) -> tuple[bool, st
         if bad is not None:
             why = f"dict value {value[bad]!r} of {bad!r} is not one of {candidate[bad]!r}"
             continue
-        missing = next((k for k, v in candidate.items() if k not in value and "" not in v), None)
+        missing = next(
+            (k for k, v in candidate.items() if k not in value and "" not in _listed(v)), None
+        )
         if missing is not None:
             why = f"dict key {missing!r} is missing"
             continue

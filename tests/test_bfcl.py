@@ -498,6 +498,7 @@ def test_bad_bfcl_rows_name_file_line_and_field_and_nothing_is_written(sqlite_ur
         ),
         ([{**ROW, "question": [[], []]}], [KEY], "field 'question': holds 2 turns"),
         ([{**ROW, "involved_classes": ["GorillaFileSystem"]}], [KEY], "BFCL multi-turn row"),
+        ([{**ROW, "function": [FLOAT_FN, FLOAT_FN]}], [KEY], "defines 'geo.area' twice"),
         (
             [ROW],
             [{**KEY, "ground_truth": [{"geo.area": {"base": 10}}]}],
@@ -513,6 +514,14 @@ def test_bad_bfcl_rows_name_file_line_and_field_and_nothing_is_written(sqlite_ur
     (tmp_path / "possible_answer" / path.name).unlink()
     with kag.open(sqlite_url) as graph, pytest.raises(FileNotFoundError, match="possible_answer"):
         import_tasks(graph.store, [path])
+
+
+def test_kag_import_tasks_names_a_missing_answer_file_in_one_line(sqlite_url, tmp_path, capsys):
+    path = tmp_path / "BFCL_v4_parallel.json"
+    path.write_text(FILES["parallel"].read_text(encoding="utf-8"), encoding="utf-8")
+    assert kag_main(["import", "tasks", str(path), "--graph", sqlite_url]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kag import: error: possible-answer file") and "\n" not in err
 
 
 # --------------------------------------------------------------------------- the oracle
