@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kag.bfclfiles import answers_file_of, read_bfcl_files
+from kag.bfclfiles import BfclRow, answers_file_of, read_bfcl_files
 from kag.importer import ImportFileError
 from kag.schema import Edge, Run, Task, Tool, Verifier
 from kag.stores.base import GraphBatch, GraphStore
@@ -455,14 +455,34 @@ def import_bfcl_tasks(
     verifier_records, verifier_ids = _verifiers(store, verifiers)
     keys = ("lines", "imported", "unsatisfiable", "schema_conflict", "duplicates")
     counts = {str(p): dict.fromkeys(keys, 0) for p in files}
-    kept: list[tuple[Any, list[dict[str, Any]]]] = []
+    kept: list[tuple[BfclRow, list[dict[str, Any]]]] = []
     examples: list[str] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str]] = {}  # row id -> (content, where) of its first row
     errors: list[ImportFileError] = []
     n_errors = 0
     for row in rows:
         tally = counts[row.file]
         tally["lines"] += 1
+        content = json.dumps(
+            [row.messages, row.functions, row.ground_truth], sort_keys=True, default=str
+        )
+        if row.id in seen:
+            first, where = seen[row.id]
+            if first != content:
+                n_errors += 1
+                if len(errors) < MAX_ERRORS:
+                    errors.append(
+                        ImportFileError(
+                            row.file,
+                            row.line,
+                            "id",
+                            f"{row.id!r} is also the id of {where}, a different row",
+                        )
+                    )
+                continue
+            tally["duplicates"] += 1
+            continue
+        seen[row.id] = (content, f"{row.file} line {row.line}")
         problem = tool_use.answer_key_problem(row.functions, row.ground_truth, row.category)
         if problem is not None:
             tally["unsatisfiable" if problem[0] == "unsatisfiable" else "schema_conflict"] += 1
@@ -471,22 +491,6 @@ def import_bfcl_tasks(
                     f"{row.file} line {row.line} ({row.id}): {problem[0]}: {problem[1]}"
                 )
             continue
-        content = json.dumps(
-            [row.messages, row.functions, row.ground_truth], sort_keys=True, default=str
-        )
-        if row.id in seen:
-            if seen[row.id] != content:
-                n_errors += 1
-                if len(errors) < MAX_ERRORS:
-                    errors.append(
-                        ImportFileError(
-                            row.file, row.line, "id", f"{row.id!r} is also the id of another row"
-                        )
-                    )
-                continue
-            tally["duplicates"] += 1
-            continue
-        seen[row.id] = content
         kept.append((row, tool_use.expected_calls(row.functions, row.ground_truth)))
         tally["imported"] += 1
     if n_errors:

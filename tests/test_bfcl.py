@@ -622,3 +622,28 @@ def test_bfcl_tasks_round_trip_through_every_backend(graph_url):
         assert scored.verdict == "accepted"
         again = import_tasks(graph.store, [FILES["parallel_multiple"]])
         assert (again.new, again.updated) == (0, 0)
+
+
+def test_a_row_read_twice_is_a_duplicate_and_an_id_reused_for_another_row_an_error(
+    sqlite_url, tmp_path
+):
+    again = tmp_path / "again" / FILES["parallel"].name
+    (again.parent / "possible_answer").mkdir(parents=True)
+    again.write_text(FILES["parallel"].read_text(encoding="utf-8"), encoding="utf-8")
+    answers = BFCL / "possible_answer" / FILES["parallel"].name
+    (again.parent / "possible_answer" / again.name).write_bytes(answers.read_bytes())
+    with kag.open(sqlite_url) as graph:
+        report = import_tasks(graph.store, [FILES["parallel"], again])
+        assert report.per_file[str(again)] == {
+            "lines": 200,
+            "imported": 0,
+            "unsatisfiable": 0,
+            "schema_conflict": 0,
+            "duplicates": 200,
+        }
+        assert (report.lines, report.imported, report.duplicates) == (400, 200, 200)
+        other = _bad(tmp_path, [{**ROW, "id": "parallel_0"}], [{**KEY, "id": "parallel_0"}])
+        with pytest.raises(
+            TaskFileError, match=r"'parallel_0' is also the id of .* a different row"
+        ):
+            import_tasks(graph.store, [FILES["parallel"], other])
