@@ -647,3 +647,16 @@ def test_a_row_read_twice_is_a_duplicate_and_an_id_reused_for_another_row_an_err
             TaskFileError, match=r"'parallel_0' is also the id of .* a different row"
         ):
             import_tasks(graph.store, [FILES["parallel"], other])
+
+
+def test_the_family_registry_scores_tool_use_tasks_with_the_tool_use_suite():
+    from selfplay.families import family_suite
+
+    assert (
+        family_suite("tool_use").ids
+        == tool_use.suite().ids
+        == [
+            "bfcl_ast@1",
+            "tool_call_validity@1",
+        ]
+    )
