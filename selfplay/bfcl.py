@@ -44,11 +44,13 @@ True
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "wrong_calls",
     "BFCL_TYPES",
     "BfclVerdict",
     "call_text",
@@ -476,3 +478,86 @@ def call_text(call: Mapping[str, Mapping[str, Any]]) -> str:
     """A call as Python text: `call_text({"f": {"x": 1, "s": "a"}})` -> `"f(x=1, s='a')"`."""
     ((name, arguments),) = call.items()
     return f"{name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
+
+
+def wrong_calls(
+    functions: Sequence[Mapping[str, Any]],
+    ground_truth: Sequence[Mapping[str, Any]],
+    gold: list[dict[str, dict[str, Any]]],
+) -> dict[str, list[dict[str, Any]]]:
+    """One wrong answer of each kind to a BFCL row whose right answer is `gold`
+    (`gold_calls(functions, ground_truth)`): negative examples for training data and for
+    testing a checker. A kind that cannot be made for the row is left out.
+
+    | kind               | the wrong answer                                              |
+    |--------------------|---------------------------------------------------------------|
+    | `wrong_name`       | the first call to a function that does not exist              |
+    | `other_function`   | the first call's arguments given to another offered function |
+    | `unknown_param`    | an argument the function does not have                        |
+    | `extra_call`       | one call too many                                             |
+    | `missing_call`     | one call too few (rows of several calls)                      |
+    | `missing_required` | a required (or not optional) argument left out                |
+    | `not_allowed`      | a value of the right type the answer key does not allow       |
+    | `wrong_type`       | a value wrapped in a list                                     |
+
+    >>> sorted(wrong_calls([{"name": "f", "parameters": {"required": ["x"]}}],
+    ...     [{"f": {"x": [1]}}], [{"f": {"x": 1}}]))[:3]
+    ['extra_call', 'missing_required', 'not_allowed']
+    """
+    out: dict[str, list[dict]] = {}
+    names = [f["name"] for f in functions]
+    first_name, first_args = next(iter(gold[0].items()))
+    out["wrong_name"] = [{first_name + "_v2": first_args}, *gold[1:]]
+    others = [n for n in names if n != first_name]
+    if others:
+        out["other_function"] = [{others[0]: first_args}, *gold[1:]]
+    out["unknown_param"] = [{first_name: {**first_args, "zz_not_a_parameter": 1}}, *gold[1:]]
+    out["extra_call"] = [*gold, gold[0]]
+    if len(gold) > 1:
+        out["missing_call"] = gold[:-1]
+    required = {
+        f["name"]: set((f.get("parameters") or {}).get("required") or ()) for f in functions
+    }
+    for k, expected in enumerate(ground_truth):
+        ((name, allowed_by_param),) = expected.items()
+        args = gold[k][name]
+        for param, value in args.items():
+            allowed = allowed_by_param[param]
+            if "missing_required" not in out and (param in required[name] or "" not in allowed):
+                out["missing_required"] = _replace_call(
+                    gold, k, name, {p: v for p, v in args.items() if p != param}
+                )
+            if "not_allowed" not in out:
+                wrong = _not_allowed(value, allowed)
+                if wrong is not None:
+                    out["not_allowed"] = _replace_call(gold, k, name, {**args, param: wrong})
+            if "wrong_type" not in out and not isinstance(value, list | dict):
+                out["wrong_type"] = _replace_call(gold, k, name, {**args, param: [value]})
+    return out
+
+
+def _replace_call(gold: list[dict], k: int, name: str, args: dict[str, Any]) -> list[dict]:
+    calls = copy.deepcopy(gold)
+    calls[k] = {name: args}
+    return calls
+
+
+def _not_allowed(value: Any, allowed: list[Any]) -> Any:
+    """A value of the same type as `value` that the answer key does not allow, or None."""
+    if isinstance(value, bool):
+        wrong: Any = not value
+    elif isinstance(value, int | float):
+        wrong = value + 1000003
+    elif isinstance(value, str):
+        wrong = value + " and more"
+        if standardize_string(wrong) in {
+            standardize_string(a) for a in allowed if isinstance(a, str)
+        }:
+            return None
+    elif isinstance(value, list) and value:
+        wrong = [*value, value[0]]
+    elif isinstance(value, dict):
+        wrong = {**value, "zz_extra_key": 1}
+    else:
+        return None
+    return None if wrong in allowed else wrong

@@ -3,12 +3,7 @@ the gold calls of every row and reject each kind of wrong call, and the oracle i
 
 from __future__ import annotations
 
-import copy
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +14,7 @@ from kag.bfclfiles import read_bfcl_files
 from kag.cli import main as kag_main
 from kag.schema import Task
 from kag.taskfiles import TaskFileError
-from selfplay.bfcl import check_calls, gold_calls, standardize_string
+from selfplay.bfcl import check_calls, gold_calls, standardize_string, wrong_calls
 from selfplay.families import tool_use
 from selfplay.oracle import OraclePolicy
 from selfplay.rollout import Rollout
@@ -169,67 +164,6 @@ def test_parallel_calls_match_in_any_order_and_multiple_picks_the_expected_funct
 # --------------------------------------------------------------------------- every row
 
 
-def _mutations(row: Any, gold: list[dict[str, dict[str, Any]]]) -> dict[str, list[dict]]:
-    """Wrong answers to a row, by kind; a kind that cannot be made for the row is left out."""
-    out: dict[str, list[dict]] = {}
-    names = [f["name"] for f in row.functions]
-    first_name, first_args = next(iter(gold[0].items()))
-    out["wrong_name"] = [{first_name + "_v2": first_args}, *gold[1:]]
-    others = [n for n in names if n != first_name]
-    if others:
-        out["other_function"] = [{others[0]: first_args}, *gold[1:]]
-    out["unknown_param"] = [{first_name: {**first_args, "zz_not_a_parameter": 1}}, *gold[1:]]
-    out["extra_call"] = [*gold, gold[0]]
-    if len(gold) > 1:
-        out["missing_call"] = gold[:-1]
-    required = {
-        f["name"]: set((f.get("parameters") or {}).get("required") or ()) for f in row.functions
-    }
-    for k, expected in enumerate(row.ground_truth):
-        ((name, allowed_by_param),) = expected.items()
-        args = gold[k][name]
-        for param, value in args.items():
-            allowed = allowed_by_param[param]
-            if "missing_required" not in out and (param in required[name] or "" not in allowed):
-                out["missing_required"] = _replace(
-                    gold, k, name, {p: v for p, v in args.items() if p != param}
-                )
-            if "not_allowed" not in out:
-                wrong = _not_allowed(value, allowed)
-                if wrong is not None:
-                    out["not_allowed"] = _replace(gold, k, name, {**args, param: wrong})
-            if "wrong_type" not in out and not isinstance(value, list | dict):
-                out["wrong_type"] = _replace(gold, k, name, {**args, param: [value]})
-    return out
-
-
-def _replace(gold: list[dict], k: int, name: str, args: dict[str, Any]) -> list[dict]:
-    calls = copy.deepcopy(gold)
-    calls[k] = {name: args}
-    return calls
-
-
-def _not_allowed(value: Any, allowed: list[Any]) -> Any:
-    """A value of the same type as `value` that the answer key does not allow, or None."""
-    if isinstance(value, bool):
-        wrong: Any = not value
-    elif isinstance(value, int | float):
-        wrong = value + 1000003
-    elif isinstance(value, str):
-        wrong = value + " and more"
-        if standardize_string(wrong) in {
-            standardize_string(a) for a in allowed if isinstance(a, str)
-        }:
-            return None
-    elif isinstance(value, list) and value:
-        wrong = [*value, value[0]]
-    elif isinstance(value, dict):
-        wrong = {**value, "zz_extra_key": 1}
-    else:
-        return None
-    return None if wrong in allowed else wrong
-
-
 #: rows of each set a wrong answer of each kind could be made for (every kind, every row it
 #: applies to, fails)
 MUTATIONS = {
@@ -309,7 +243,7 @@ def test_gold_calls_of_every_row_pass_and_every_kind_of_wrong_call_fails(categor
                 row.functions, gold[::-1], row.ground_truth, category=category
             )
             made["reversed_passes"] = made.get("reversed_passes", 0) + reversed_ok.valid
-        for kind, calls in _mutations(row, gold).items():
+        for kind, calls in wrong_calls(row.functions, row.ground_truth, gold).items():
             made[kind] = made.get(kind, 0) + 1
             wrong = check_calls(row.functions, calls, row.ground_truth, category=category)
             assert not wrong.valid, (row.id, kind, calls)
@@ -317,59 +251,6 @@ def test_gold_calls_of_every_row_pass_and_every_kind_of_wrong_call_fails(categor
         [u for u in UNSATISFIABLE if u.startswith(category + "_")]
     )
     assert made == MUTATIONS[category]
-
-
-#: a Python with bfcl-eval: $KAG_BFCL_PYTHON, else this one when it has the package
-PEER_PYTHON = os.environ.get("KAG_BFCL_PYTHON") or (
-    sys.executable if importlib.util.find_spec("bfcl_eval") else None
-)
-
-
-def _agreement_cases() -> list[dict[str, Any]]:
-    """Gold calls, reversed gold calls, every wrong call and renamed calls of every row."""
-    cases = []
-    for category in CATEGORIES:
-        for row in _rows(category):
-            base = {
-                "functions": list(row.functions),
-                "answers": list(row.ground_truth),
-                "category": row.category,
-            }
-            gold = gold_calls(row.functions, row.ground_truth)
-            variants = [gold, gold[::-1], *_mutations(row, gold).values()]
-            cases += [{**base, "calls": calls} for calls in variants]
-            underscored = [{n.replace(".", "_"): a for n, a in c.items()} for c in gold]
-            cases.append({**base, "calls": underscored, "underscore_to_dot": True})
-            if underscored != gold:
-                cases.append({**base, "calls": underscored})
-    return cases
-
-
-@pytest.mark.skipif(
-    not PEER_PYTHON,
-    reason="bfcl-eval is not installed: set KAG_BFCL_PYTHON to a Python that has it "
-    "(it is too heavy for the project's environment; see tests/bfcl_peer.py)",
-)
-def test_checker_agrees_with_bfcl_eval_on_every_row_and_every_wrong_call(tmp_path):
-    cases = _agreement_cases()
-    source, target = tmp_path / "cases.jsonl", tmp_path / "verdicts.jsonl"
-    source.write_text("".join(json.dumps(c) + "\n" for c in cases), encoding="utf-8")
-    peer = Path(__file__).with_name("bfcl_peer.py")
-    subprocess.run([PEER_PYTHON, str(peer), str(source), str(target)], check=True, timeout=300)
-    theirs = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
-    assert len(theirs) == len(cases) > 20_000
-    disagreements = []
-    for case, verdict in zip(cases, theirs, strict=True):
-        ours = check_calls(
-            case["functions"],
-            case["calls"],
-            case["answers"],
-            category=case["category"],
-            underscore_to_dot=case.get("underscore_to_dot", False),
-        )
-        if ours.valid != verdict["valid"]:
-            disagreements.append((case["calls"], ours, verdict))
-    assert not disagreements, disagreements[:3]
 
 
 # --------------------------------------------------------------------------- the import

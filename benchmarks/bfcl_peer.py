@@ -1,11 +1,11 @@
 """Run BFCL's own AST checker (the `bfcl-eval` package) on cases read from a JSON Lines file.
 
-Not a test module: `tests/test_bfcl.py` runs it with the Python of an environment that has
-`bfcl-eval` (`$KAG_BFCL_PYTHON`), since the package is far too heavy for the project's own one
-(it pulls torch and a dozen API clients). Each input line is `{"functions", "calls", "answers",
+Not a benchmark of its own: `benchmarks/bfcl_agreement.py` runs it with the Python of an
+environment that has `bfcl-eval` (`--peer-python`), since the package is far too heavy for the
+project's own one (it pulls torch and a dozen API clients). Each input line is `{"functions", "calls", "answers",
 "category", "underscore_to_dot"}`; each output line is `{"valid": bool, "error_type": str}`.
 
-    python tests/bfcl_peer.py cases.jsonl verdicts.jsonl
+    python benchmarks/bfcl_peer.py cases.jsonl verdicts.jsonl
 """
 
 from __future__ import annotations
