@@ -46,7 +46,7 @@ from kag.schema import TASK_FAMILIES, Run, Task, Trajectory
 from kag.stores import redact_url
 from kag.stores.base import GraphBatch, GraphStore
 from selfplay.config import EngineKind, JudgeConfig, SelfPlayConfig
-from selfplay.families import PROPOSED_FAMILIES
+from selfplay.families import PROPOSED_FAMILIES, family_suite, task_setup
 from selfplay.generation import (
     RolloutSource,
     build_policy,
@@ -991,6 +991,10 @@ class _Evaluation:
         self, policy: Any, scorer: Any, run: Run, tasks: list[Task], new_tasks: list[Task]
     ) -> int:
         store, cfg = self.store, self.config
+        # imported tool_use tasks bring their own functions, system prompt and suite
+        scorer.suites.setdefault("tool_use", family_suite("tool_use"))
+        setup = task_setup(store)
+        scorer.setup = setup
         source = RolloutSource(
             store,
             policy,
@@ -998,6 +1002,7 @@ class _Evaluation:
             run_id=run.id,
             solver=cfg.solver(),
             scorer=scorer,
+            setup=setup,
         )
         source.persist()
         head = task_batch(new_tasks, run_id=run.id) if new_tasks else GraphBatch()

@@ -30,7 +30,7 @@ from selfplay.graph_tools import default_registry
 from selfplay.rewards import VerifierSuite
 from selfplay.rollout import Rollout, trajectory_id
 from selfplay.scoring import Scorer
-from selfplay.solver import Policy, Solver, SolverConfig
+from selfplay.solver import Policy, Solver, SolverConfig, TaskSetup
 from selfplay.tools import ToolRegistry
 from selfplay.verifiers import LLMJudge
 from selfplay.writeback import ScoredRollout, write_rollouts
@@ -41,8 +41,10 @@ __all__ = ["RolloutSource", "build_policy", "build_scorer", "build_suite", "buil
 class RolloutSource:
     """Rollouts of one Run (`run_id` makes their ids): a solver over `policy` and `tools`, scored.
 
-    `scorer` defaults to `Scorer(tools, store=store)` (the default verifier suite). The source writes nothing
-    until `generate` (or `persist`) is called; `solve` leaves writing to its caller.
+    `scorer` defaults to `Scorer(tools, store=store)` (the default verifier suite); `setup`
+    gives tasks that bring their own tools (`selfplay.families.task_setup`) those tools and
+    their system prompt. The source writes nothing until `generate` (or `persist`) is called;
+    `solve` leaves writing to its caller.
     """
 
     def __init__(
@@ -54,12 +56,13 @@ class RolloutSource:
         run_id: str,
         solver: SolverConfig | None = None,
         scorer: Scorer | None = None,
+        setup: Callable[[Task], TaskSetup | None] | None = None,
     ) -> None:
         self.store = store
         self.run_id = run_id
         self.tools = tools
-        self.solver = Solver(policy, tools, config=solver)
-        self.scorer = scorer or Scorer(tools, store=store)
+        self.solver = Solver(policy, tools, config=solver, setup=setup)
+        self.scorer = scorer or Scorer(tools, store=store, setup=setup)
 
     def persist(self) -> None:
         """Upsert the Tool and Verifier nodes the rollouts' edges point at (idempotent)."""

@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kag.schema import Task
 from kag.stores.base import GraphStore
 from selfplay.rewards import VerifierSuite
 from selfplay.rollout import Rollout
+from selfplay.solver import TaskSetup
 from selfplay.tools import ToolRegistry
 from selfplay.verifiers import VerifyContext, answer_path_entities
 from selfplay.writeback import ScoredRollout
@@ -25,7 +26,8 @@ class Scorer:
     """Runs `suite` (default: `VerifierSuite.default()`) on rollouts, or the suite `suites` names
     for the task's family, with `tools` as the registry that `tool_call_validity` checks calls
     against, `engine` for an LLM judge, and `store` (the graph) for the tool-step check's answer
-    paths (without it, the task's own path)."""
+    paths (without it, the task's own path). `setup` (as `Solver(setup=...)`) gives the tools
+    of a task that brings its own: its calls are checked against those."""
 
     def __init__(
         self,
@@ -35,8 +37,12 @@ class Scorer:
         suites: Mapping[str, VerifierSuite] | None = None,
         engine: Any = None,
         store: GraphStore | None = None,
+        setup: Callable[[Task], TaskSetup | None] | None = None,
     ) -> None:
         self.tools = tools
+        self.setup = setup
+        # task id -> the registry its calls are checked against, for tasks with their own tools
+        self._own_tools: dict[str, ToolRegistry] = {}
         self.suite = suite or VerifierSuite.default()
         self.suites = dict(suites or {})
         self.engine = engine
@@ -63,7 +69,7 @@ class Scorer:
         out = []
         for r in rollouts:
             context = VerifyContext(
-                registry=self.tools,
+                registry=self._registry(r.task),
                 touched_entity_ids=r.touched_entity_ids,
                 n_malformed=r.n_malformed,
                 engine=self.engine,
@@ -80,6 +86,18 @@ class Scorer:
                 )
             )
         return out
+
+    def _registry(self, task: Task) -> ToolRegistry:
+        if self.setup is None:
+            return self.tools
+        if task.id not in self._own_tools:
+            own = self.setup(task)
+            if own is None:
+                return self.tools
+            if len(self._own_tools) > 10_000:
+                self._own_tools.clear()
+            self._own_tools[task.id] = own.tools
+        return self._own_tools[task.id]
 
     def _answer_paths(self, task: Task) -> frozenset[str] | None:
         if self.store is None:

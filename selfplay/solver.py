@@ -35,6 +35,7 @@ from selfplay.tools import ToolRegistry
 __all__ = [
     "SolverConfig",
     "Solver",
+    "TaskSetup",
     "Policy",
     "TurnRequest",
     "Action",
@@ -278,30 +279,71 @@ def _turn_seed(base: int | None, rollout_id: str, turn: int) -> int | None:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskSetup:
+    """The tools and system prompt of a task that brings its own (a BFCL function-calling task
+    offers its functions, not the graph tools); see `Solver(setup=...)`."""
+
+    tools: ToolRegistry
+    system_prompt: str
+
+
+class _Offer:
+    """A registry as the solver offers it: its specs, tool ids and their size in bytes."""
+
+    __slots__ = ("tools", "specs", "ids", "specs_bytes")
+
+    def __init__(self, tools: ToolRegistry) -> None:
+        self.tools = tools
+        self.specs = tools.specs()
+        self.ids = tuple(t.id for t in tools)
+        self.specs_bytes = len(json.dumps(self.specs).encode()) + 64
+
+
 class Solver:
-    """Runs a policy over tasks with tools (see the module docstring)."""
+    """Runs a policy over tasks with tools (see the module docstring).
+
+    `setup(task)` may give a task tools and a system prompt of its own (`TaskSetup`; None: the
+    solver's `tools` and prompt); rollouts with different tools are asked for in separate
+    policy calls.
+    """
 
     def __init__(
-        self, policy: Policy, tools: ToolRegistry, *, config: SolverConfig | None = None
+        self,
+        policy: Policy,
+        tools: ToolRegistry,
+        *,
+        config: SolverConfig | None = None,
+        setup: Callable[[Task], TaskSetup | None] | None = None,
     ) -> None:
         self.policy = policy
         self.tools = tools
         self.config = config or SolverConfig()
-        self._specs = tools.specs()
-        self._tool_ids = tuple(t.id for t in tools)
-        self._specs_bytes = len(json.dumps(self._specs).encode()) + 64
+        self.setup = setup
+        self._default = _Offer(tools)
+        # rollout id -> what it is offered, for rollouts whose task brings its own tools
+        self._offers: dict[str, _Offer] = {}
+
+    def _offer(self, r: Rollout) -> _Offer:
+        return self._offers.get(r.id, self._default)
 
     def start(self, task: Task, *, run_id: str, sample: int = 0) -> Rollout:
         """A new rollout of `task`: the system prompt and the task's question."""
+        own = self.setup(task) if self.setup is not None else None
+        rid = trajectory_id(run_id, task.id, sample)
+        offer = self._default
+        if own is not None:
+            offer = self._offers[rid] = _Offer(own.tools)
         rollout = Rollout(
-            id=trajectory_id(run_id, task.id, sample),
+            id=rid,
             task=task,
             run_id=run_id,
             policy=self.policy.name,
             sample=sample,
-            tools=self._tool_ids,
+            tools=offer.ids,
         )
-        rollout.add(chat_message("system", self.system_prompt(task)))
+        prompt = own.system_prompt if own is not None else self.system_prompt(task)
+        rollout.add(chat_message("system", prompt))
         rollout.add(chat_message("user", task.question))
         return rollout
 
@@ -362,7 +404,7 @@ class Solver:
                         final=is_final,
                     )
                 )
-            actions = self.policy.act(requests, tools=self._specs) if requests else []
+            actions = self._act(requests)
             if len(actions) != len(requests):
                 raise RuntimeError(
                     f"policy {self.policy.name!r} returned {len(actions)} actions for "
@@ -388,9 +430,32 @@ class Solver:
                 forget = getattr(self.policy, "forget", None)
                 if forget is not None:
                     forget(ended)
+                for r in ended:
+                    self._offers.pop(r.id, None)
                 if on_finished is not None:
                     on_finished(ended)
         return list(rollouts)
+
+    def _act(self, requests: list[TurnRequest]) -> list[Action]:
+        """One policy call per distinct tool list (one call when every rollout has the same)."""
+        if not requests:
+            return []
+        groups: dict[int, list[int]] = {}
+        offers: dict[int, _Offer] = {}
+        for i, request in enumerate(requests):
+            offer = self._offer(request.rollout)
+            groups.setdefault(id(offer), []).append(i)
+            offers[id(offer)] = offer
+        if len(groups) == 1:
+            return self.policy.act(requests, tools=next(iter(offers.values())).specs)
+        out: list[Action | None] = [None] * len(requests)
+        for key, indexes in groups.items():
+            actions = self.policy.act([requests[i] for i in indexes], tools=offers[key].specs)
+            if len(actions) != len(indexes):
+                return actions  # the caller names the mismatch
+            for i, action in zip(indexes, actions, strict=True):
+                out[i] = action
+        return out  # type: ignore[return-value]
 
     def _context_tokens(self, r: Rollout) -> int:
         """Prompt tokens of the rollout's next turn; exact only when the budget is tight.
@@ -403,10 +468,11 @@ class Solver:
         added = sum(
             len((m.get("content") or "").encode()) + 32 for m in r.messages[r.context_messages :]
         )
-        bound = r.n_context + added if r.n_context > 0 else self._specs_bytes + added
+        offer = self._offer(r)
+        bound = r.n_context + added if r.n_context > 0 else offer.specs_bytes + added
         if bound + cfg.max_new_tokens <= cfg.max_context_tokens:
             return bound
-        return self.policy.count_tokens(r, tools=self._specs)
+        return self.policy.count_tokens(r, tools=offer.specs)
 
     # ------------------------------------------------------------------ one turn
 
@@ -467,8 +533,9 @@ class Solver:
                 )
                 r.n_tool_errors += 1
             else:
-                obs = self.tools.call(name, arguments)
-                tool_id = self.tools.get(name).id if name in self.tools else None
+                tools = self._offer(r).tools
+                obs = tools.call(name, arguments)
+                tool_id = tools.get(name).id if name in tools else None
                 observation_text = obs.content
                 result = ToolResult(
                     call_name=name,

@@ -541,3 +541,27 @@ def test_the_family_registry_scores_tool_use_tasks_with_the_tool_use_suite():
             "tool_call_validity@1",
         ]
     )
+
+
+def test_kag_eval_measures_a_policy_on_imported_bfcl_tasks(sqlite_url, tmp_path, capsys):
+    # a small BFCL file: the first rows of two sets, with their answer files beside them
+    (tmp_path / "possible_answer").mkdir()
+    for name in ("BFCL_v4_simple_python.json", "BFCL_v4_parallel.json"):
+        for sub in ("", "possible_answer/"):
+            lines = (BFCL / sub / name).read_text(encoding="utf-8").splitlines()[:6]
+            (tmp_path / sub / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    files = [str(tmp_path / "BFCL_v4_simple_python.json"), str(tmp_path / "BFCL_v4_parallel.json")]
+    assert kag_main(["import", "tasks", *files, "--graph", sqlite_url]) == 0
+    capsys.readouterr()
+    argv = ["eval", "--engine", "oracle", "--tasks", "family=tool_use", "--graph", sqlite_url]
+    assert kag_main([*argv, "--json", "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["trajectories"] == 12 and report["accept_rate"] == 1.0
+    assert set(report["by_family"]) == {"tool_use"}
+    with kag.open(sqlite_url) as g:
+        trajs = [t for b in g.store.iter_nodes("Trajectory") for t in b]
+        for t in trajs:  # each was offered its own functions, not the graph tools
+            (task,) = g.store.get_nodes("Task", [t.task_id])
+            assert t.props["tools"] == list(task.props["tools"])
+            ids = {e.source for e in g.store.edges("VERIFIES", target=t.id)}
+            assert f"ver:{t.id}:bfcl_ast@1" in ids

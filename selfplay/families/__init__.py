@@ -31,13 +31,14 @@ True
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from kag.schema import TASK_FAMILIES
+from kag.schema import TASK_FAMILIES, Task
 from kag.stores.base import GraphBatch, GraphStore
 from selfplay.proposer import Proposal, Proposer
 from selfplay.rewards import VerifierSuite
+from selfplay.solver import TaskSetup
 from selfplay.writeback import ScoredRollout
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "grow_graph",
     "FamilyProposer",
     "split_request",
+    "task_setup",
 ]
 
 #: families a self-play run proposes from the graph
@@ -160,6 +162,26 @@ class FamilyProposer:
                 self._compute = ComputeProposer(self.store)
             return self._compute.propose(n, seed=seed, exclude=exclude)
         raise ValueError(f"self-play does not propose {family!r} tasks (see check_families)")
+
+
+def task_setup(store: GraphStore) -> Callable[[Task], TaskSetup | None]:
+    """`Solver(setup=...)` for a graph: a tool_use task is offered its own functions (the Tool
+    nodes it lists) with its system prompt; every other task the run's tools.
+
+    >>> setup = task_setup(store); setup(bfcl_task).tools.names  # doctest: +SKIP
+    ['calculate_triangle_area']
+    """
+
+    def setup(task: Task) -> TaskSetup | None:
+        if task.family != "tool_use":
+            return None
+        from selfplay.families import tool_use
+
+        return TaskSetup(
+            tools=tool_use.registry(store, task), system_prompt=tool_use.system_prompt(task)
+        )
+
+    return setup
 
 
 def grow_graph(scored: ScoredRollout) -> GraphBatch:
