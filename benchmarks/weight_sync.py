@@ -17,9 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+# `python benchmarks/weight_sync.py` puts benchmarks/ first on sys.path, where
+# benchmarks/selfplay.py would shadow the selfplay package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def main() -> None:

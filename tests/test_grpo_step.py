@@ -1,0 +1,98 @@
+"""One real GRPO step on CPU: rollouts from vLLM, the loss on transformers, weights back to vLLM.
+
+The engine samples K completions per prompt with their log-probabilities; a rule rewards them
+(the share of even token ids, so groups never tie); `grpo_step` updates the transformers model;
+`update_weights` pushes it, and the engine's greedy output changes to exactly what transformers
+computes with the new weights.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfplay.engines.base import SamplingConfig
+from trainer.grpo import GRPOStepConfig, grpo_step, token_logprobs
+from trainer.grpo_data import build_batch, rollout_tokens
+from trainer.grpo_loss import GRPOLossConfig
+
+pytestmark = pytest.mark.vllm
+
+PROMPTS = ["Which film did Ada Lee direct?", "When was Heat released?"]
+K = 4
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    from transformers import AutoModelForCausalLM
+
+    from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
+
+    model_dir = Path(shutil.copytree(tiny_model_dir, tmp_path_factory.mktemp("grpo") / "tiny"))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    with VLLMEngine(model_dir, config=VLLMEngineConfig(max_model_len=512, kv_cache_gib=0.25)) as e:
+        yield e, model
+
+
+def _greedy(engine, prompt_ids):
+    greedy = SamplingConfig(temperature=0.0, max_tokens=10, logprobs=True)
+    [[c]] = engine.generate([prompt_ids], sampling=greedy)
+    return c.token_ids, c.logprobs
+
+
+def test_one_grpo_step_changes_the_engine_to_the_trained_weights(setup):
+    engine, model = setup
+    tok = engine.tokenizer
+    probe = tok.encode("The film was directed by")
+    before, _ = _greedy(engine, probe)
+
+    sampling = SamplingConfig(temperature=1.0, max_tokens=12, n=K, seed=0, logprobs=True)
+    conversations = [[{"role": "user", "content": p}] for p in PROMPTS]
+    results = engine.chat(conversations, sampling=sampling)
+    rollouts, rewards, groups = [], [], []
+    for g, (conversation, completions) in enumerate(zip(conversations, results, strict=True)):
+        for k, c in enumerate(completions):
+            messages = [*conversation, {"role": "assistant", "content": c.text}]
+            rollouts.append(
+                rollout_tokens(
+                    tok,
+                    messages,
+                    sampled_token_ids={1: c.token_ids},
+                    sampled_logprobs={1: c.logprobs},
+                    row_id=f"p{g}-{k}",
+                )
+            )
+            rewards.append(sum(t % 2 == 0 for t in c.token_ids) / len(c.token_ids))
+            groups.append(g)
+    batch = build_batch(
+        rollouts, rewards, groups, pad_id=tok.convert_tokens_to_ids("<|endoftext|>")
+    )
+    assert batch.rollout_known.sum() == batch.loss_mask.sum()  # every trained token was sampled
+
+    # before the step, the trainer and the engine agree on the sampled tokens' log-probs
+    with torch.no_grad():
+        mine = token_logprobs(model, batch.input_ids, batch.attention_mask).logp
+    gap = (mine - batch.rollout_logp)[batch.rollout_known].abs().max().item()
+    assert gap < 1e-3
+
+    config = GRPOStepConfig(learning_rate=1e-2, loss=GRPOLossConfig(kl_coef=0.0))
+    optimizer = config.build_optimizer(model)
+    metrics = grpo_step(model, optimizer, batch, config=config)
+    assert metrics["mismatch_abs_logp"] < 1e-3 and metrics["masked_frac"] == 0.0
+    assert metrics["clip_frac"] == 0.0  # one step per batch: the ratio is 1
+    assert metrics["grad_norm"] > 0 and metrics["moe_aux_loss"] > 0
+    assert metrics["rollout_known_frac"] == 1.0
+
+    sync = engine.update_weights(model)
+    assert sync.version == 1
+    after, logprobs = _greedy(engine, probe)
+    assert after != before
+    model.eval()
+    ids = torch.tensor([probe + after])
+    with torch.no_grad():
+        expected = token_logprobs(model, ids, torch.ones_like(ids, dtype=torch.bool)).logp[0]
+    expected = expected[len(probe) :].tolist()
+    assert max(abs(a - b) for a, b in zip(logprobs, expected, strict=True)) < 1e-4
