@@ -96,3 +96,47 @@ def test_one_grpo_step_changes_the_engine_to_the_trained_weights(setup):
         expected = token_logprobs(model, ids, torch.ones_like(ids, dtype=torch.bool)).logp[0]
     expected = expected[len(probe) :].tolist()
     assert max(abs(a - b) for a, b in zip(logprobs, expected, strict=True)) < 1e-4
+
+
+def test_solver_rollouts_keep_the_sampled_ids_and_logprobs_of_every_assistant_turn(
+    vllm_engine, tiny_model_dir, sqlite_url
+):
+    """Multi-turn rollouts through the real solver: every trained token is one the engine
+    sampled, and its log-prob is transformers' on the same weights."""
+    from transformers import AutoModelForCausalLM
+
+    import kag
+    from kag.world import generate_world, write_world
+    from selfplay.graph_tools import default_registry
+    from selfplay.proposer import Proposer
+    from selfplay.solver import EnginePolicy, Solver, SolverConfig
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    tok = vllm_engine.tokenizer
+    with kag.open(sqlite_url) as g:
+        write_world(g, *generate_world(seed=6, size=200))
+        registry = default_registry(g, sandbox=None)
+        tasks = Proposer(g).propose(2, hops=2, seed=4).tasks
+        policy = EnginePolicy(vllm_engine, logprobs=True)
+        solver = Solver(policy, registry, config=SolverConfig(max_turns=3, seed=0))
+        rollouts = solver.solve(tasks, run_id="grpo-test")
+    specs = registry.specs()
+    for r in rollouts:
+        assistant = [i for i, m in enumerate(r.messages) if m["role"] == "assistant"]
+        assert sorted(r.sampled_token_ids) == assistant
+        assert all(len(r.sampled_logprobs[i]) == len(r.sampled_token_ids[i]) for i in assistant)
+        tokens = rollout_tokens(
+            tok,
+            r.messages,
+            tools=specs,
+            sampled_token_ids=r.sampled_token_ids,
+            sampled_logprobs=r.sampled_logprobs,
+            row_id=r.id,
+        )
+        known = ~torch.isnan(torch.from_numpy(tokens.rollout_logp))
+        assert torch.equal(known, torch.from_numpy(tokens.loss_mask))
+        ids = torch.from_numpy(tokens.input_ids)[None]
+        with torch.no_grad():
+            mine = token_logprobs(model, ids, torch.ones_like(ids, dtype=torch.bool)).logp[0]
+        gap = (mine[known] - torch.from_numpy(tokens.rollout_logp)[known]).abs().max().item()
+        assert gap < 1e-3
