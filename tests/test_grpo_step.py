@@ -33,7 +33,7 @@ def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
     model_dir = Path(shutil.copytree(tiny_model_dir, tmp_path_factory.mktemp("grpo") / "tiny"))
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    with VLLMEngine(model_dir, config=VLLMEngineConfig(max_model_len=512, kv_cache_gib=0.25)) as e:
+    with VLLMEngine(model_dir, config=VLLMEngineConfig(max_model_len=2048, kv_cache_gib=0.25)) as e:
         yield e, model
 
 
@@ -140,3 +140,58 @@ def test_solver_rollouts_keep_the_sampled_ids_and_logprobs_of_every_assistant_tu
             mine = token_logprobs(model, ids, torch.ones_like(ids, dtype=torch.bool)).logp[0]
         gap = (mine[known] - torch.from_numpy(tokens.rollout_logp)[known]).abs().max().item()
         assert gap < 1e-3
+
+
+def test_grpo_trainer_step_rolls_out_through_the_solver_trains_and_syncs(setup, sqlite_url):
+    """`GRPOTrainer.step`: real rollouts of graph tasks (a Run of kind "train"), scored by the
+    default verifiers, uniform groups dropped and counted, one step, the engine in sync."""
+    import kag
+    from kag.schema import Run
+    from kag.world import generate_world, write_world
+    from selfplay.generation import RolloutSource
+    from selfplay.graph_tools import default_registry
+    from selfplay.proposer import Proposer
+    from selfplay.solver import EnginePolicy, SolverConfig
+    from selfplay.writeback import write_tasks
+    from trainer.grpo import GRPOConfig, GRPOTrainer
+
+    engine, model = setup
+    tok = engine.tokenizer
+    probe = tok.encode("The film was directed by")
+    before, _ = _greedy(engine, probe)
+    version = engine.weight_version
+    with kag.open(sqlite_url) as g:
+        write_world(g, *generate_world(seed=6, size=200))
+        registry = default_registry(g, sandbox=None)
+        tasks = Proposer(g).propose(6, hops=2, seed=4).tasks
+        write_tasks(g.store, tasks)
+        run = Run(id="grpo-train-1", kind="train")
+        source = RolloutSource(
+            g.store,
+            EnginePolicy(engine, logprobs=True),
+            tools=registry,
+            run_id=run.id,
+            solver=SolverConfig(max_turns=3, max_context_tokens=2048, max_new_tokens=48),
+        )
+        config = GRPOConfig(
+            samples=4,
+            groups_per_step=2,
+            max_refills=3,
+            step=GRPOStepConfig(learning_rate=1e-2, loss=GRPOLossConfig(kl_coef=0.0)),
+        )
+        trainer = GRPOTrainer(model, tok, source=source, engine=engine, run=run, config=config)
+        metrics = trainer.step(iter(tasks))
+        # every rollout, dropped groups included, is written back under the training Run
+        assert g.get("Run", run.id).kind == "train"
+        written = g.count("Trajectory", where={"run_id": run.id})
+    assert metrics["trained"] == 1.0, metrics
+    # each round drew the groups still missing; the dropped ones were uniform in reward
+    kept = metrics["groups_kept"]
+    assert 1 <= kept <= 2 and metrics["rollout_rounds"] <= 1 + 3
+    assert written == 4 * (kept + metrics["groups_dropped"])
+    assert metrics["n_rollouts"] == 4 * kept
+    assert metrics["rollout_known_frac"] == 1.0
+    assert metrics["mismatch_abs_logp"] < 1e-3
+    assert metrics["weight_version"] == version + 1 == engine.weight_version
+    after, _ = _greedy(engine, probe)
+    assert after != before

@@ -5,10 +5,12 @@
 | `GRPOStepConfig`   | the loss (`GRPOLossConfig`) and the optimizer settings, with sources   |
 | `token_logprobs`   | per-token log-probs, entropies and the MoE load-balancing loss         |
 | `grpo_step`        | old/ref log-probs -> loss -> backward -> clip -> optimizer step         |
+| `GRPOConfig`       | samples per prompt, groups per step, dynamic-sampling refills, the step |
+| `GRPOTrainer`      | `step(tasks)`: rollouts -> drop uniform groups -> batch -> step -> sync |
 
-The driver (rollouts through the self-play solver, weight sync into the engine, metrics,
-resume) calls `grpo_step` once per batch and then `engine.update_weights(model)`; this module
-knows no engine and no graph. One optimizer step per batch of rollouts (verl's and TRL's default
+`grpo_step` knows no engine and no graph. `GRPOTrainer` drives a rollout source and an engine
+it is given (duck-typed: `selfplay.generation.RolloutSource` and `selfplay.engines.vllm.
+VLLMEngine` fit), so `trainer` still imports no other package of the project. One optimizer step per batch of rollouts (verl's and TRL's default
 `ppo_epochs=1` / `num_iterations=1`): the "old" policy is then the current one before the step,
 so the ratio starts at 1 and the clipping acts only through `old_logp` given by a caller that
 reuses a batch; the mismatch against the engine is what `rollout_logp` corrects.
@@ -17,16 +19,25 @@ reuses a batch; the mismatch against the engine is what `rollout_logp` corrects.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from trainer.grpo_data import GRPOBatch
-from trainer.grpo_loss import GRPOLossConfig, grpo_loss
+from trainer.grpo_data import GRPOBatch, build_batch, rollout_tokens
+from trainer.grpo_loss import GRPOLossConfig, filter_uniform_groups, grpo_loss
 from trainer.moe import router_stats
 
-__all__ = ["GRPOStepConfig", "TokenLogprobs", "token_logprobs", "grpo_step"]
+__all__ = [
+    "GRPOStepConfig",
+    "TokenLogprobs",
+    "token_logprobs",
+    "grpo_step",
+    "GRPOConfig",
+    "GRPOTrainer",
+    "step_scores",
+]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -164,3 +175,174 @@ def grpo_step(
         time_train_s=time.perf_counter() - started,
     )
     return metrics
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GRPOConfig:
+    """One GRPO training step: how many prompts, how many samples each, how hard to refill.
+
+    >>> GRPOConfig(samples=4).groups_per_step
+    4
+    """
+
+    #: rollouts per prompt (the group); 8 as TRL's `num_generations` (DAPO uses 16)
+    samples: int = 8
+    #: prompts (groups) whose rewards differ that one step trains on
+    groups_per_step: int = 4
+    #: extra rounds of rollouts to refill groups dropped for uniform reward (DAPO's dynamic
+    #: sampling; verl's `max_num_gen_batches`); after them the step trains on what it has
+    max_refills: int = 3
+    #: the optimizer step
+    step: GRPOStepConfig = field(default_factory=GRPOStepConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "groups_per_step"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.samples < 2:
+            raise ValueError("samples must be at least 2: advantages compare rollouts of a group")
+        if self.max_refills < 0:
+            raise ValueError(f"max_refills must be >= 0, got {self.max_refills}")
+
+
+def step_scores(scored: Any) -> tuple[list[float], list[int]]:
+    """The per-step scores of one scored rollout and the assistant message that made each step.
+
+    Step verifications (`subject_kind` "Step") name their Step `traj#NNN`, NNN the index of the
+    tool-result message; the step was made by the last assistant message before it.
+    """
+    messages = scored.rollout.messages
+    scores: list[float] = []
+    turns: list[int] = []
+    for v in sorted(
+        (v for v in scored.verifications if v.subject_kind == "Step"),
+        key=lambda v: v.subject_id,
+    ):
+        index = int(v.subject_id.rsplit("#", 1)[1])
+        turn = next((i for i in range(index, -1, -1) if messages[i]["role"] == "assistant"), None)
+        if turn is None:
+            raise ValueError(f"step {v.subject_id} has no assistant message before it")
+        scores.append(float(v.score))
+        turns.append(turn)
+    return scores, turns
+
+
+class GRPOTrainer:
+    """GRPO on a transformers model whose rollouts come from an engine it keeps in sync.
+
+    `source.generate(tasks, run=run, samples=K)` returns scored rollouts (each with `.rollout`
+    holding messages and the sampled ids/log-probs, `.reward`, `.verdict`, `.verifications`)
+    and writes them under `run` (a Run of kind "train"); `source.tools.specs()` are the tools the
+    prompts offered. After each optimizer step `engine.update_weights(model)` puts the new
+    weights into the engine, so the next rollouts are on-policy.
+
+    >>> trainer = GRPOTrainer(model, tok, source=source, engine=engine, run=run)  # doctest: +SKIP
+    >>> trainer.step(iter(tasks))["accept_rate"]                                   # doctest: +SKIP
+    0.25
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        source: Any,
+        engine: Any,
+        run: Any,
+        config: GRPOConfig = GRPOConfig(),
+        ref_model: Any = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.source = source
+        self.engine = engine
+        self.run = run
+        self.config = config
+        self.ref_model = ref_model
+        self.optimizer = config.step.build_optimizer(model)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else tokenizer.eos_token_id)
+        self.steps = 0
+
+    def _draw(self, tasks: Iterator[Any], n: int) -> list[Any]:
+        out = []
+        for task in tasks:
+            out.append(task)
+            if len(out) == n:
+                break
+        return out
+
+    def step(self, tasks: Iterator[Any]) -> dict[str, float]:
+        """Roll out, drop uniform groups (refilling from `tasks`), train one step, sync weights.
+
+        Returns the metrics: the loss's (see `grpo_loss`), `reward_mean`/`reward_std`,
+        `accept_rate`, `groups_kept`, `groups_dropped`, `rollout_rounds`, `weight_version`, seconds per phase;
+        `trained` is 0 when every drawn group was uniform (no update, no sync).
+        """
+        cfg = self.config
+        started = time.perf_counter()
+        kept: list[Any] = []
+        n_groups = dropped = rounds = n_rollouts = n_accepted = 0
+        while n_groups < cfg.groups_per_step and rounds <= cfg.max_refills:
+            drawn = self._draw(tasks, cfg.groups_per_step - n_groups)
+            if not drawn:
+                break
+            scored = self.source.generate(drawn, run=self.run, samples=cfg.samples)
+            rounds += 1
+            n_rollouts += len(scored)
+            n_accepted += sum(s.verdict == "accepted" for s in scored)
+            groups = [s.rollout.task.id for s in scored]
+            keep = filter_uniform_groups([s.reward for s in scored], groups)
+            dropped += keep.n_dropped
+            n_groups += len(keep.kept)
+            kept += [s for s, ok in zip(scored, keep.rollout_mask, strict=True) if ok]
+        metrics: dict[str, float] = {
+            "groups_kept": float(n_groups),
+            "groups_dropped": float(dropped),
+            "rollout_rounds": float(rounds),
+            "accept_rate": n_accepted / max(n_rollouts, 1),
+            "time_rollout_s": time.perf_counter() - started,
+        }
+        if not kept:
+            return {**metrics, "trained": 0.0, "weight_version": float(self.engine.weight_version)}
+
+        started = time.perf_counter()
+        specs = self.source.tools.specs() or None
+        tokens = [
+            rollout_tokens(
+                self.tokenizer,
+                s.rollout.messages,
+                tools=specs,
+                sampled_token_ids=s.rollout.sampled_token_ids,
+                sampled_logprobs=s.rollout.sampled_logprobs,
+                row_id=s.rollout.id,
+            )
+            for s in kept
+        ]
+        steps = [step_scores(s) for s in kept]
+        batch = build_batch(
+            tokens,
+            [s.reward for s in kept],
+            [s.rollout.task.id for s in kept],
+            pad_id=self.pad_id,
+            accepted=[s.verdict == "accepted" for s in kept],
+            step_scores=[scores for scores, _ in steps],
+            step_turns=[turns for _, turns in steps],
+            process_weight=cfg.step.loss.process_weight,
+            papo=cfg.step.loss.papo,
+            eps=cfg.step.loss.eps,
+        )
+        metrics["time_tokenize_s"] = time.perf_counter() - started
+        metrics.update(
+            grpo_step(self.model, self.optimizer, batch, config=cfg.step, ref_model=self.ref_model)
+        )
+        sync = self.engine.update_weights(self.model)
+        self.steps += 1
+        metrics.update(
+            trained=1.0,
+            weight_version=float(sync.version),
+            time_sync_s=sync.seconds,
+            n_rollouts=float(len(kept)),
+        )
+        return metrics
