@@ -74,11 +74,11 @@ def test_sampled_ids_must_belong_to_assistant_messages(tokenizer):
 
 def test_batch_pads_right_and_gives_group_and_process_advantages(tokenizer):
     short = [MESSAGES[0], {"role": "assistant", "content": "Ran"}]
-    rollouts = [rollout_tokens(tokenizer, MESSAGES), rollout_tokens(tokenizer, short)]
+    rollouts = [rollout_tokens(tokenizer, short), rollout_tokens(tokenizer, MESSAGES)]
     pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    # one group: rewards 1 and 0 -> advantages +-1/sqrt(2) (sample std sqrt(1/2));
-    # rollout 1 failed with two steps from message 1 scored 1 and 0: pooled mean 0.5, std 0.5,
-    # process advantages +-0.5, averaged on message 1's tokens -> 0
+    # one group: rewards 1 and 0 -> outcome advantages +-1/sqrt(2) (sample std sqrt(1/2));
+    # rollout 1 failed, its step made by message 1 scored 1 and the one by message 3 scored 0:
+    # pooled mean 0.5, population std 0.5 -> process advantages 0.5 * (+1, -1)
     batch = build_batch(
         rollouts,
         [1.0, 0.0],
@@ -86,15 +86,18 @@ def test_batch_pads_right_and_gives_group_and_process_advantages(tokenizer):
         pad_id=pad,
         accepted=[True, False],
         step_scores=[[], [1.0, 0.0]],
-        step_turns=[[], [1, 1]],
+        step_turns=[[], [1, 3]],
         eps=0.0,
     )
     n0, n1 = len(rollouts[0]), len(rollouts[1])
-    assert batch.input_ids.shape == (2, n0) and n1 < n0
-    assert batch.input_ids[1, n1:].eq(pad).all() and not batch.attention_mask[1, n1:].any()
-    assert not batch.loss_mask[1, n1:].any()
+    assert batch.input_ids.shape == (2, n1) and n0 < n1
+    assert batch.input_ids[0, n0:].eq(pad).all() and not batch.attention_mask[0, n0:].any()
+    assert not batch.loss_mask[0, n0:].any()
+    a = 1 / math.sqrt(2)
     trained0 = batch.advantages[0][batch.loss_mask[0]]
-    trained1 = batch.advantages[1][batch.loss_mask[1]]
-    assert torch.allclose(trained0, torch.full_like(trained0, 1 / math.sqrt(2)))
-    assert torch.allclose(trained1, torch.full_like(trained1, -1 / math.sqrt(2)))
+    assert torch.allclose(trained0, torch.full_like(trained0, a))
+    turns = torch.from_numpy(rollouts[1].token_turns)
+    adv1 = batch.advantages[1, :n1]
+    assert torch.allclose(adv1[turns == 1], torch.full_like(adv1[turns == 1], -a + 0.5))
+    assert torch.allclose(adv1[turns == 3], torch.full_like(adv1[turns == 3], -a - 0.5))
     assert not batch.rollout_known.any()  # nothing was sampled here
