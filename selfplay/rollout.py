@@ -56,7 +56,9 @@ class Rollout:
 
     `tool_results` maps the index of each tool-result message to its `ToolResult`;
     `message_tokens[i]` is the number of tokens the policy generated for message i (0 for
-    system, user and tool messages).
+    system, user and tool messages). When the policy keeps them (RL), `sampled_token_ids[i]` and
+    `sampled_logprobs[i]` are the engine's token ids and log-probabilities of assistant message i,
+    exactly as sampled (end-of-turn token included when the engine returned it).
     """
 
     id: str
@@ -69,6 +71,8 @@ class Rollout:
     messages: list[dict[str, Any]] = field(default_factory=list)
     message_tokens: list[int] = field(default_factory=list)
     tool_results: dict[int, ToolResult] = field(default_factory=dict)
+    sampled_token_ids: dict[int, list[int]] = field(default_factory=dict)
+    sampled_logprobs: dict[int, list[float]] = field(default_factory=dict)
     status: str = "completed"
     answer: str | None = None
     n_turns: int = 0

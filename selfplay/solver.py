@@ -131,6 +131,10 @@ class Action:
     n_tokens: int = 0
     prompt_tokens: int = 0
     finish_reason: str | None = None
+    #: the engine's sampled token ids and their log-probabilities, when the policy keeps them
+    #: (`EnginePolicy(logprobs=True)`, for RL); None otherwise
+    token_ids: list[int] | None = None
+    logprobs: list[float] | None = None
 
 
 @runtime_checkable
@@ -175,10 +179,14 @@ class EnginePolicy:
         top_p: float = 1.0,
         continue_tokens: bool | None = None,
         greedy_samples: int = 0,
+        logprobs: bool = False,
     ) -> None:
         if greedy_samples < 0:
             raise ValueError(f"greedy_samples must be >= 0, got {greedy_samples}")
         self.engine = engine
+        #: keep every assistant message's sampled token ids and log-probabilities (GRPO's
+        #: rollout log-probs); `Rollout.sampled_token_ids` / `sampled_logprobs` hold them
+        self.logprobs = logprobs
         model = getattr(engine, "model_dir", None) or getattr(engine, "model", None) or "engine"
         self.name = name or f"model:{getattr(model, 'name', model)}"
         self.temperature = temperature
@@ -202,6 +210,7 @@ class EnginePolicy:
                 top_p=self.top_p,
                 max_tokens=r.max_tokens,
                 seed=r.seed,
+                logprobs=self.logprobs,
             )
             for r in requests
         ]
@@ -226,6 +235,8 @@ class EnginePolicy:
                     n_tokens=len(c.token_ids),
                     prompt_tokens=c.prompt_tokens,
                     finish_reason=c.finish_reason,
+                    token_ids=list(c.token_ids) if self.logprobs else None,
+                    logprobs=list(c.logprobs) if self.logprobs and c.logprobs else None,
                 )
             )
         return actions
@@ -499,7 +510,11 @@ class Solver:
         reasoning = action.reasoning or turn.reasoning
         errors = [e for e in turn.errors if e.startswith(_CALL_ERROR_PREFIXES)]
         message = chat_message("assistant", turn.content, reasoning=reasoning, tool_calls=calls)
-        r.add(message, tokens=action.n_tokens)
+        index = r.add(message, tokens=action.n_tokens)
+        if action.token_ids is not None:
+            r.sampled_token_ids[index] = list(action.token_ids)
+            if action.logprobs is not None:
+                r.sampled_logprobs[index] = list(action.logprobs)
         r.context_messages = len(r.messages)
         answer = extract_answer(action.text)
         if final:

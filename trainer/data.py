@@ -5,6 +5,7 @@
 | `dataset_files`          | the `data/{split}-{shard:05d}.parquet` files of a dataset, in order  |
 | `iter_dataset_rows`      | rows (`id`, `messages`, `tools`) streamed batch by batch             |
 | `render_conversation`    | token ids + assistant-only loss mask of one conversation             |
+| `render_conversation_turns` | the same, plus the message index of every target token (GRPO)     |
 | `tokenize_dataset`       | every row of a split as `Document`s, ready for `pack_documents`      |
 
 The loss mask comes from rendering the conversation prefix by prefix: the assistant turn `k` is
@@ -30,6 +31,7 @@ __all__ = [
     "dataset_files",
     "iter_dataset_rows",
     "render_conversation",
+    "render_conversation_turns",
     "tokenize_dataset",
 ]
 
@@ -164,6 +166,26 @@ def render_conversation(
     >>> tok.decode(doc.input_ids[doc.loss_mask])                                   # doctest: +SKIP
     'hello<|im_end|>'
     """
+    return render_conversation_turns(tokenizer, messages, tools=tools, row_id=row_id)[0]
+
+
+def render_conversation_turns(
+    tokenizer: Any,
+    messages: Sequence[dict[str, Any]],
+    *,
+    tools: list[dict[str, Any]] | None = None,
+    row_id: str = "?",
+) -> tuple[Document, np.ndarray]:
+    """`render_conversation`, plus `token_turns` (int32 `[n]`): the index in `messages` of the
+    assistant message each target token belongs to, -1 for every untrained token.
+
+    GRPO puts a step's process advantage on the tokens of the turn that made the call.
+
+    >>> doc, turns = render_conversation_turns(tok, [{"role": "user", "content": "hi"},
+    ...                                              {"role": "assistant", "content": "hello"}])  # doctest: +SKIP
+    >>> sorted(set(turns.tolist()))                                                     # doctest: +SKIP
+    [-1, 1]
+    """
     msgs = [_clean_message(m, row_id=row_id, index=i) for i, m in enumerate(messages)]
     if not any(m["role"] == "assistant" for m in msgs):
         raise ValueError(f"row {row_id}: no assistant message, nothing to train on")
@@ -181,7 +203,7 @@ def render_conversation(
     starts = np.asarray([s for s, _ in encoded["offset_mapping"]], dtype=np.int64)
     ends = np.asarray([e for _, e in encoded["offset_mapping"]], dtype=np.int64)
     token_starts = set(starts.tolist()) | {len(text)}
-    mask = np.zeros(ids.shape[0], dtype=bool)
+    turns = np.full(ids.shape[0], -1, dtype=np.int32)
     for turn, (lo, hi) in spans:
         for boundary in (lo, hi):
             if boundary not in token_starts:
@@ -190,8 +212,8 @@ def render_conversation(
                     f"{boundary} falls inside a token, so the loss mask cannot follow it; "
                     "the template must separate turns with special tokens"
                 )
-        mask |= (starts >= lo) & (ends <= hi) & (ends > starts)
-    return Document(row_id, ids, mask)
+        turns[(starts >= lo) & (ends <= hi) & (ends > starts)] = turn
+    return Document(row_id, ids, turns >= 0), turns
 
 
 def _assistant_spans(

@@ -9,15 +9,33 @@ its own request, so requests from many concurrent `achat` callers share the engi
 
 Scripts that create an engine need an `if __name__ == "__main__":` guard: vLLM starts its engine
 process with spawn.
+
+Weights change without a restart (GRPO pushes them after every optimizer step):
+
+| method                          | what it does                                                |
+|---------------------------------|-------------------------------------------------------------|
+| `update_weights(state_dict)`    | new tensors into the running model, in place (RPC)           |
+| `reload(model_dir)`             | in place from a checkpoint directory (the fallback)          |
+| `reload(model_dir, restart=True)` | a fresh engine on the directory (architecture changed)     |
+
+In-place updates go through vLLM's `collective_rpc` to `WeightSyncWorker`, a worker extension
+this engine installs: the tensors travel as one safetensors blob (vLLM's RPC decodes bare tensors
+nested in lists as lists) and the worker loads them with its own `reload_weights`, so vLLM's
+checkpoint-name mapping (fused QKV, stacked experts) applies. Generation is paused around the
+load and the prefix cache is cleared, so no KV block computed with the old weights is reused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import struct
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from checkpoints import check_model_dir, saved_dtype
@@ -32,7 +50,18 @@ from selfplay.engines.base import (
 )
 from selfplay.engines.loop import BackgroundLoop
 
-__all__ = ["VLLMEngine", "VLLMEngineConfig", "render_chat"]
+__all__ = [
+    "VLLMEngine",
+    "VLLMEngineConfig",
+    "WeightSync",
+    "WeightSyncWorker",
+    "checkpoint_shapes",
+    "checkpoint_state_dict",
+    "render_chat",
+]
+
+#: the worker extension `VLLMEngine` installs (vLLM imports it by this name in its worker process)
+WEIGHT_SYNC_EXTENSION = "selfplay.engines.vllm.WeightSyncWorker"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -72,6 +101,128 @@ class VLLMEngineConfig:
 
     def build(self, model_dir: str | os.PathLike[str]) -> VLLMEngine:
         return VLLMEngine(model_dir, config=self)
+
+
+@dataclass(frozen=True, slots=True)
+class WeightSync:
+    """What one weight update did: the tensors and bytes pushed, the seconds it took, and the
+    engine's weight version after it (0 is the checkpoint it started from, +1 per update)."""
+
+    n_tensors: int
+    n_bytes: int
+    seconds: float
+    version: int
+
+
+class WeightSyncWorker:
+    """vLLM worker extension (mixed into the worker class): loads weights sent by `VLLMEngine`.
+
+    Runs in vLLM's worker process. Errors are returned as text, not raised: a method that raises
+    inside `collective_rpc` takes the whole engine down.
+    """
+
+    def kag_load_weights(self, blob: bytes) -> str | None:
+        """Load a safetensors blob of checkpoint-named tensors in place; None, or the error."""
+        try:
+            from safetensors.torch import load
+
+            tensors = load(blob)
+            self.reload_weights(weights_iterator=iter(tensors.items()), is_checkpoint_format=True)
+            refresh_cpu_kernels(self.model_runner.get_model())
+        except Exception as exc:  # reported to the caller, who raises it
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    def kag_reload_weights(self, path: str) -> str | None:
+        """Reload every weight in place from the checkpoint directory `path`."""
+        try:
+            self.reload_weights(weights_path=path, is_checkpoint_format=True)
+            refresh_cpu_kernels(self.model_runner.get_model())
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+
+def refresh_cpu_kernels(model: Any) -> int:
+    """Rebuild the CPU kernels' private weight copies after an in-place reload; the layers fixed.
+
+    On CPU, vLLM 0.32 hands some layers' weights to kernels that keep their own packed copy, and
+    `reload_weights` leaves two of them stale (wrong outputs, no error):
+
+    - the MoE experts: `UnquantizedFusedMoEMethod._setup_kernel` runs the experts' own
+      `process_weights_after_loading` (the grouped-GEMM prepacking) only on the first load, so
+      the kernel would read checkpoint-layout data as if it were prepacked;
+    - a tied `lm_head`: it loads nothing itself (its weight is the embedding's), so it is never
+      processed again and its `cpu_linear` keeps multiplying by the old embedding.
+
+    Nothing to do off CPU.
+    """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return 0
+    from vllm.model_executor.layers.fused_moe.experts.cpu_moe import CPUUnquantizedExperts
+
+    owners: dict[int, int] = {}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if weight is not None and not weight.is_meta and weight.numel():
+            owners[weight.data_ptr()] = owners.get(weight.data_ptr(), 0) + 1
+    fixed = 0
+    for module in model.modules():
+        method = getattr(module, "quant_method", None)
+        experts = getattr(getattr(method, "moe_kernel", None), "fused_experts", None)
+        if isinstance(experts, CPUUnquantizedExperts):
+            if module.w13_weight.shape[1] != 2 * experts.moe_config.intermediate_size_per_partition:
+                # the kernel padded the expert size; the reload already copied unpadded data
+                raise RuntimeError(
+                    "the CPU MoE kernel pads this model's expert size, which in-place reloads "
+                    "do not support; use VLLMEngine.reload(model_dir, restart=True)"
+                )
+            experts.process_weights_after_loading(module)
+            fixed += 1
+            continue
+        weight = getattr(module, "weight", None)
+        shared = weight is not None and owners.get(weight.data_ptr(), 0) > 1
+        if shared and hasattr(module, "cpu_linear") and method is not None:
+            method.process_weights_after_loading(module)  # a tied head: new packed copy
+            fixed += 1
+    return fixed
+
+
+def checkpoint_state_dict(model: Any) -> dict[str, Any]:
+    """A transformers model's tensors under the names `save_pretrained` writes (and vLLM loads).
+
+    transformers 5 keeps some weights in another layout in memory than on disk (Qwen3-MoE's
+    experts are fused into `mlp.experts.gate_up_proj`); this reverts that conversion, as saving
+    does, without touching the disk.
+
+    >>> sorted(checkpoint_state_dict(model))[:1]  # doctest: +SKIP
+    ['model.embed_tokens.weight']
+    """
+    from transformers.core_model_loading import revert_weight_conversion
+
+    return dict(revert_weight_conversion(model, model.state_dict()))
+
+
+def checkpoint_shapes(model_dir: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in a directory's `*.safetensors` files (headers only).
+
+    >>> checkpoint_shapes("/tmp/tiny")["model.embed_tokens.weight"]  # doctest: +SKIP
+    (1459, 64)
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"model directory {model_dir} has no *.safetensors weights")
+    for path in files:
+        with path.open("rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(size))
+        for name, info in header.items():
+            if name != "__metadata__":
+                shapes[name] = tuple(info["shape"])
+    return shapes
 
 
 def render_chat(
@@ -115,6 +266,8 @@ class VLLMEngine:
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self._loop = BackgroundLoop("vllm-engine")
         self._engine: Any = None
+        self._shapes: dict[str, tuple[int, ...]] | None = None
+        self._version = 0
         try:
             self._engine = self._loop.run(self._start())
         except BaseException:
@@ -141,6 +294,7 @@ class VLLMEngine:
             kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * (1 << 30))
         if cfg.logprobs_mode is not None:
             kwargs["logprobs_mode"] = cfg.logprobs_mode
+        kwargs["worker_extension_cls"] = WEIGHT_SYNC_EXTENSION
         kwargs.update(cfg.engine_kwargs)
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
 
@@ -203,6 +357,99 @@ class VLLMEngine:
     ) -> list[list[Completion]]:
         ids = self._raw_prompts(prompts)
         return await self._loop.wrap(self._run_all(ids, per_conversation(sampling, len(ids))))
+
+    @property
+    def weight_version(self) -> int:
+        """0 for the weights the engine started with; +1 per `update_weights` / `reload`."""
+        return self._version
+
+    def update_weights(self, weights: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> WeightSync:
+        """Put new weights into the running model, in place, without a restart.
+
+        `weights` maps checkpoint names (those of the model directory's safetensors, e.g. a
+        transformers `model.state_dict()`) to tensors; every weight of the checkpoint must be
+        given (vLLM rebuilds each layer from its tensors). A tied `lm_head.weight` may be given
+        and is skipped. Names and shapes are checked here first: a bad name is a ValueError and
+        the engine keeps its weights. Requests in flight finish on the old weights; later ones
+        use the new.
+
+        >>> sync = engine.update_weights(model.state_dict())  # doctest: +SKIP
+        >>> sync.version, sync.n_tensors                       # doctest: +SKIP
+        (1, 67)
+        """
+        import torch
+        from safetensors.torch import save
+
+        if self._engine is None:
+            raise RuntimeError("the engine is closed")
+        if self._shapes is None:
+            self._shapes = checkpoint_shapes(self.model_dir)
+        if isinstance(weights, torch.nn.Module):
+            weights = checkpoint_state_dict(weights)
+        named = list(weights.items()) if isinstance(weights, Mapping) else list(weights)
+        dtype = getattr(torch, self.model_dtype)
+        tensors: dict[str, Any] = {}
+        for name, tensor in named:
+            if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+                raise ValueError(
+                    f"weights must map names to torch tensors, got {name!r}: {type(tensor).__name__}"
+                )
+            if name not in self._shapes:
+                if name == "lm_head.weight" and "model.embed_tokens.weight" in self._shapes:
+                    continue  # tied to the embedding, which carries it
+                raise ValueError(
+                    f"weight {name!r} is not in the checkpoint {self.model_dir} "
+                    f"(it has {len(self._shapes)} tensors, e.g. {next(iter(self._shapes))!r}); "
+                    "pass the transformers model itself, or `checkpoint_state_dict(model)`"
+                )
+            if tuple(tensor.shape) != self._shapes[name]:
+                raise ValueError(
+                    f"weight {name!r} has shape {tuple(tensor.shape)}, the checkpoint's is "
+                    f"{self._shapes[name]}"
+                )
+            if not torch.isfinite(tensor).all():
+                raise ValueError(f"weight {name!r} holds NaN or inf values")
+            tensors[name] = tensor.detach().to(device="cpu", dtype=dtype).contiguous()
+        missing = sorted(set(self._shapes) - set(tensors))
+        if missing:
+            raise ValueError(
+                f"{len(missing)} weight(s) of the checkpoint not given, e.g. {missing[:3]}; "
+                "update_weights takes the whole state dict"
+            )
+        start = time.perf_counter()
+        blob = save(tensors)
+        self._loop.run(self._rpc("kag_load_weights", blob))
+        self._version += 1
+        return WeightSync(len(tensors), len(blob), time.perf_counter() - start, self._version)
+
+    def reload(
+        self, model_dir: str | os.PathLike[str] | None = None, *, restart: bool = False
+    ) -> WeightSync:
+        """Load weights from a checkpoint directory (default: the engine's own), the fallback
+        when tensors cannot be pushed. In place by default; `restart=True` closes the engine
+        and starts a new one on `model_dir` (needed when the architecture or tokenizer changed).
+        """
+        path = check_model_dir(model_dir if model_dir is not None else self.model_dir)
+        if self._engine is None:
+            raise RuntimeError("the engine is closed")
+        start = time.perf_counter()
+        if restart:
+            engine, self._engine = self._engine, None
+            self._loop.run(self._shutdown(engine), timeout=120)
+            self.model_dir = path
+            self._engine = self._loop.run(self._start())
+        else:
+            shapes = checkpoint_shapes(path)
+            if self._shapes is not None and shapes != self._shapes:
+                raise ValueError(
+                    f"checkpoint {path} does not have the running model's tensors and shapes; "
+                    "use reload(..., restart=True)"
+                )
+            self._loop.run(self._rpc("kag_reload_weights", str(path)))
+        self._shapes = checkpoint_shapes(path)
+        self._version += 1
+        n_bytes = sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
+        return WeightSync(len(self._shapes), n_bytes, time.perf_counter() - start, self._version)
 
     def close(self) -> None:
         """Stop the engine process and the background loop; safe to call twice."""
@@ -320,6 +567,21 @@ class VLLMEngine:
             prompt_tokens=prompt_tokens,
             tool_calls=None,
         )
+
+    async def _rpc(self, method: str, argument: Any) -> None:
+        engine = self._engine
+        # "wait": requests in flight finish on the old weights; the cache holds their KV blocks
+        await engine.pause_generation(mode="wait", clear_cache=True)
+        try:
+            errors = [e for e in await engine.collective_rpc(method, args=(argument,)) if e]
+        finally:
+            await engine.resume_generation()
+        await engine.reset_prefix_cache()
+        if errors:
+            raise RuntimeError(
+                f"vLLM could not load the new weights ({errors[0]}); the engine may hold a mix "
+                "of old and new weights: reload(model_dir) from a checkpoint"
+            )
 
     @staticmethod
     async def _shutdown(engine: Any) -> None:

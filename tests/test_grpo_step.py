@@ -1,0 +1,197 @@
+"""One real GRPO step on CPU: rollouts from vLLM, the loss on transformers, weights back to vLLM.
+
+The engine samples K completions per prompt with their log-probabilities; a rule rewards them
+(the share of even token ids, so groups never tie); `grpo_step` updates the transformers model;
+`update_weights` pushes it, and the engine's greedy output changes to exactly what transformers
+computes with the new weights.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfplay.engines.base import SamplingConfig
+from trainer.grpo import GRPOStepConfig, grpo_step, token_logprobs
+from trainer.grpo_data import build_batch, rollout_tokens
+from trainer.grpo_loss import GRPOLossConfig
+
+pytestmark = pytest.mark.vllm
+
+PROMPTS = ["Which film did Ada Lee direct?", "When was Heat released?"]
+K = 4
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    from transformers import AutoModelForCausalLM
+
+    from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
+
+    model_dir = Path(shutil.copytree(tiny_model_dir, tmp_path_factory.mktemp("grpo") / "tiny"))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    with VLLMEngine(model_dir, config=VLLMEngineConfig(max_model_len=2048, kv_cache_gib=0.25)) as e:
+        yield e, model
+
+
+def _greedy(engine, prompt_ids):
+    greedy = SamplingConfig(temperature=0.0, max_tokens=10, logprobs=True)
+    [[c]] = engine.generate([prompt_ids], sampling=greedy)
+    return c.token_ids, c.logprobs
+
+
+def test_one_grpo_step_changes_the_engine_to_the_trained_weights(setup):
+    engine, model = setup
+    tok = engine.tokenizer
+    probe = tok.encode("The film was directed by")
+    before, _ = _greedy(engine, probe)
+
+    sampling = SamplingConfig(temperature=1.0, max_tokens=12, n=K, seed=0, logprobs=True)
+    conversations = [[{"role": "user", "content": p}] for p in PROMPTS]
+    results = engine.chat(conversations, sampling=sampling)
+    rollouts, rewards, groups = [], [], []
+    for g, (conversation, completions) in enumerate(zip(conversations, results, strict=True)):
+        for k, c in enumerate(completions):
+            messages = [*conversation, {"role": "assistant", "content": c.text}]
+            rollouts.append(
+                rollout_tokens(
+                    tok,
+                    messages,
+                    sampled_token_ids={1: c.token_ids},
+                    sampled_logprobs={1: c.logprobs},
+                    row_id=f"p{g}-{k}",
+                )
+            )
+            rewards.append(sum(t % 2 == 0 for t in c.token_ids) / len(c.token_ids))
+            groups.append(g)
+    batch = build_batch(
+        rollouts, rewards, groups, pad_id=tok.convert_tokens_to_ids("<|endoftext|>")
+    )
+    assert batch.rollout_known.sum() == batch.loss_mask.sum()  # every trained token was sampled
+
+    # before the step, the trainer and the engine agree on the sampled tokens' log-probs
+    with torch.no_grad():
+        mine = token_logprobs(model, batch.input_ids, batch.attention_mask).logp
+    gap = (mine - batch.rollout_logp)[batch.rollout_known].abs().max().item()
+    assert gap < 1e-3
+
+    config = GRPOStepConfig(learning_rate=1e-2, loss=GRPOLossConfig(kl_coef=0.0))
+    optimizer = config.build_optimizer(model)
+    metrics = grpo_step(model, optimizer, batch, config=config)
+    assert metrics["mismatch_abs_logp"] < 1e-3 and metrics["masked_frac"] == 0.0
+    assert metrics["clip_frac"] == 0.0  # one step per batch: the ratio is 1
+    assert metrics["grad_norm"] > 0 and metrics["moe_aux_loss"] > 0
+    assert metrics["rollout_known_frac"] == 1.0
+
+    sync = engine.update_weights(model)
+    assert sync.version == 1
+    after, logprobs = _greedy(engine, probe)
+    assert after != before
+    model.eval()
+    ids = torch.tensor([probe + after])
+    with torch.no_grad():
+        expected = token_logprobs(model, ids, torch.ones_like(ids, dtype=torch.bool)).logp[0]
+    expected = expected[len(probe) :].tolist()
+    assert max(abs(a - b) for a, b in zip(logprobs, expected, strict=True)) < 1e-4
+
+
+def test_solver_rollouts_keep_the_sampled_ids_and_logprobs_of_every_assistant_turn(
+    vllm_engine, tiny_model_dir, sqlite_url
+):
+    """Multi-turn rollouts through the real solver: every trained token is one the engine
+    sampled, and its log-prob is transformers' on the same weights."""
+    from transformers import AutoModelForCausalLM
+
+    import kag
+    from kag.world import generate_world, write_world
+    from selfplay.graph_tools import default_registry
+    from selfplay.proposer import Proposer
+    from selfplay.solver import EnginePolicy, Solver, SolverConfig
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    tok = vllm_engine.tokenizer
+    with kag.open(sqlite_url) as g:
+        write_world(g, *generate_world(seed=6, size=200))
+        registry = default_registry(g, sandbox=None)
+        tasks = Proposer(g).propose(2, hops=2, seed=4).tasks
+        policy = EnginePolicy(vllm_engine, logprobs=True)
+        solver = Solver(policy, registry, config=SolverConfig(max_turns=3, seed=0))
+        rollouts = solver.solve(tasks, run_id="grpo-test")
+    specs = registry.specs()
+    for r in rollouts:
+        assistant = [i for i, m in enumerate(r.messages) if m["role"] == "assistant"]
+        assert sorted(r.sampled_token_ids) == assistant
+        assert all(len(r.sampled_logprobs[i]) == len(r.sampled_token_ids[i]) for i in assistant)
+        tokens = rollout_tokens(
+            tok,
+            r.messages,
+            tools=specs,
+            sampled_token_ids=r.sampled_token_ids,
+            sampled_logprobs=r.sampled_logprobs,
+            row_id=r.id,
+        )
+        known = ~torch.isnan(torch.from_numpy(tokens.rollout_logp))
+        assert torch.equal(known, torch.from_numpy(tokens.loss_mask))
+        ids = torch.from_numpy(tokens.input_ids)[None]
+        with torch.no_grad():
+            mine = token_logprobs(model, ids, torch.ones_like(ids, dtype=torch.bool)).logp[0]
+        gap = (mine[known] - torch.from_numpy(tokens.rollout_logp)[known]).abs().max().item()
+        assert gap < 1e-3
+
+
+def test_grpo_trainer_step_rolls_out_through_the_solver_trains_and_syncs(setup, sqlite_url):
+    """`GRPOTrainer.step`: real rollouts of graph tasks (a Run of kind "train"), scored by the
+    default verifiers, uniform groups dropped and counted, one step, the engine in sync."""
+    import kag
+    from kag.schema import Run
+    from kag.world import generate_world, write_world
+    from selfplay.generation import RolloutSource
+    from selfplay.graph_tools import default_registry
+    from selfplay.proposer import Proposer
+    from selfplay.solver import EnginePolicy, SolverConfig
+    from selfplay.writeback import write_tasks
+    from trainer.grpo import GRPOConfig, GRPOTrainer
+
+    engine, model = setup
+    tok = engine.tokenizer
+    probe = tok.encode("The film was directed by")
+    before, _ = _greedy(engine, probe)
+    version = engine.weight_version
+    with kag.open(sqlite_url) as g:
+        write_world(g, *generate_world(seed=6, size=200))
+        registry = default_registry(g, sandbox=None)
+        tasks = Proposer(g).propose(6, hops=2, seed=4).tasks
+        write_tasks(g.store, tasks)
+        run = Run(id="grpo-train-1", kind="train")
+        source = RolloutSource(
+            g.store,
+            EnginePolicy(engine, logprobs=True),
+            tools=registry,
+            run_id=run.id,
+            solver=SolverConfig(max_turns=3, max_context_tokens=2048, max_new_tokens=48),
+        )
+        config = GRPOConfig(
+            samples=4,
+            groups_per_step=2,
+            max_refills=3,
+            step=GRPOStepConfig(learning_rate=1e-2, loss=GRPOLossConfig(kl_coef=0.0)),
+        )
+        trainer = GRPOTrainer(model, tok, source=source, engine=engine, run=run, config=config)
+        metrics = trainer.step(iter(tasks))
+        # every rollout, dropped groups included, is written back under the training Run
+        assert g.get("Run", run.id).kind == "train"
+        written = g.count("Trajectory", where={"run_id": run.id})
+    assert metrics["trained"] == 1.0, metrics
+    # each round drew the groups still missing; the dropped ones were uniform in reward
+    kept = metrics["groups_kept"]
+    assert 1 <= kept <= 2 and metrics["rollout_rounds"] <= 1 + 3
+    assert written == 4 * (kept + metrics["groups_dropped"])
+    assert metrics["n_rollouts"] == 4 * kept
+    assert metrics["rollout_known_frac"] == 1.0
+    assert metrics["mismatch_abs_logp"] < 1e-3
+    assert metrics["weight_version"] == version + 1 == engine.weight_version
+    after, _ = _greedy(engine, probe)
+    assert after != before

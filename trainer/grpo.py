@@ -1,0 +1,348 @@
+"""One GRPO optimizer step on a transformers causal LM, readable top to bottom.
+
+| name               | what it gives                                                          |
+|--------------------|------------------------------------------------------------------------|
+| `GRPOStepConfig`   | the loss (`GRPOLossConfig`) and the optimizer settings, with sources   |
+| `token_logprobs`   | per-token log-probs, entropies and the MoE load-balancing loss         |
+| `grpo_step`        | old/ref log-probs -> loss -> backward -> clip -> optimizer step         |
+| `GRPOConfig`       | samples per prompt, groups per step, dynamic-sampling refills, the step |
+| `GRPOTrainer`      | `step(tasks)`: rollouts -> drop uniform groups -> batch -> step -> sync |
+
+`grpo_step` knows no engine and no graph. `GRPOTrainer` drives a rollout source and an engine
+it is given (duck-typed: `selfplay.generation.RolloutSource` and `selfplay.engines.vllm.
+VLLMEngine` fit), so `trainer` still imports no other package of the project. One optimizer step per batch of rollouts (verl's and TRL's default
+`ppo_epochs=1` / `num_iterations=1`): the "old" policy is then the current one before the step,
+so the ratio starts at 1 and the clipping acts only through `old_logp` given by a caller that
+reuses a batch; the mismatch against the engine is what `rollout_logp` corrects.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from trainer.grpo_data import GRPOBatch, build_batch, rollout_tokens
+from trainer.grpo_loss import GRPOLossConfig, filter_uniform_groups, grpo_loss
+from trainer.moe import router_stats
+
+__all__ = [
+    "GRPOStepConfig",
+    "TokenLogprobs",
+    "token_logprobs",
+    "grpo_step",
+    "GRPOConfig",
+    "GRPOTrainer",
+    "step_scores",
+]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GRPOStepConfig:
+    """How one GRPO step updates the model.
+
+    >>> GRPOStepConfig().learning_rate
+    1e-06
+    """
+
+    #: the objective (clipping, KL, entropy, TIS, process advantage, MoE aux)
+    loss: GRPOLossConfig = field(default_factory=GRPOLossConfig)
+    #: AdamW learning rate; 1e-6 as verl's GRPO examples and TRL's `GRPOConfig`
+    learning_rate: float = 1e-6
+    #: gradient-norm clip; 1.0 as verl's `grad_clip` and TRL's `max_grad_norm`
+    max_grad_norm: float = 1.0
+    #: AdamW weight decay; 0.01 as verl's actor optimizer (TRL: 0.0)
+    weight_decay: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+    def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=self.learning_rate,
+            weight_decay=self.weight_decay,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprobs:
+    """`logp[b, t]` = log p(ids[b, t] | ids[b, :t]) (0 at t = 0), `entropy[b, t]` of that
+    prediction, and the MoE load-balancing loss over the real tokens (None for a dense model)."""
+
+    logp: torch.Tensor
+    entropy: torch.Tensor
+    aux_loss: torch.Tensor | None
+
+
+def token_logprobs(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, with_entropy: bool = True
+) -> TokenLogprobs:
+    """Per-token log-probabilities of `input_ids` under `model`, aligned with the ids.
+
+    Shifting happens here once: position t is scored by the logits at t - 1, so a loss mask over
+    the ids (assistant tokens) applies to the result as is.
+
+    >>> lp = token_logprobs(model, batch.input_ids, batch.attention_mask)  # doctest: +SKIP
+    >>> lp.logp.shape == batch.input_ids.shape                            # doctest: +SKIP
+    True
+    """
+    is_moe = getattr(model.config, "num_experts_per_tok", None) is not None
+    extra = {"output_router_logits": True} if is_moe else {}
+    out = model(input_ids=input_ids, attention_mask=attention_mask.long(), **extra)
+    logits = out.logits[:, :-1].float()
+    log_probs = torch.log_softmax(logits, dim=-1)
+    picked = log_probs.gather(-1, input_ids[:, 1:, None])[..., 0]
+    logp = torch.cat([torch.zeros_like(picked[:, :1]), picked], dim=1)
+    if with_entropy:
+        ent = -(log_probs.exp() * log_probs).sum(dim=-1)
+        entropy = torch.cat([torch.zeros_like(ent[:, :1]), ent], dim=1)
+    else:
+        entropy = torch.zeros_like(logp)
+    aux = None
+    if is_moe and getattr(out, "router_logits", None):
+        stats = router_stats(
+            out.router_logits, top_k=model.config.num_experts_per_tok, token_mask=attention_mask
+        )
+        aux = stats.aux_loss
+    return TokenLogprobs(logp, entropy, aux)
+
+
+def grpo_step(
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    batch: GRPOBatch,
+    *,
+    config: GRPOStepConfig = GRPOStepConfig(),
+    ref_model: Any = None,
+    old_logp: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """One optimizer step of GRPO on `batch`; returns the loss metrics plus `grad_norm`,
+    `reward_mean`, `reward_std` and seconds per phase (`time_ref_s`, `time_train_s`).
+
+    `old_logp` defaults to the model's own log-probs before the step (one step per batch).
+    `ref_model` is needed when `config.loss.kl_coef` > 0 and is never run otherwise.
+    """
+    loss_config = config.loss
+    if loss_config.kl_coef > 0 and ref_model is None:
+        raise ValueError("kl_coef > 0 needs ref_model (the frozen reference policy)")
+    started = time.perf_counter()
+    ref_logp = None
+    if ref_model is not None and loss_config.kl_coef > 0:
+        with torch.no_grad():
+            ref_logp = token_logprobs(
+                ref_model, batch.input_ids, batch.attention_mask, with_entropy=False
+            ).logp
+    ref_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    model.train()
+    current = token_logprobs(model, batch.input_ids, batch.attention_mask)
+    old = current.logp.detach() if old_logp is None else old_logp
+    # where the engine's log-prob is unknown, no correction: weight exp(0) = 1
+    rollout = torch.where(batch.rollout_known, batch.rollout_logp, old)
+    loss, metrics = grpo_loss(
+        current.logp,
+        old,
+        batch.advantages,
+        batch.loss_mask,
+        config=loss_config,
+        ref_logp=ref_logp,
+        rollout_logp=rollout,
+        entropy=current.entropy,
+        moe_aux_loss=current.aux_loss,
+    )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    metrics.update(
+        loss=float(loss.detach()),
+        grad_norm=float(grad_norm),
+        reward_mean=float(batch.rewards.mean()),
+        reward_std=float(batch.rewards.std()) if batch.n_rollouts > 1 else 0.0,
+        rollout_known_frac=float(batch.rollout_known.sum() / batch.loss_mask.sum().clamp_min(1)),
+        time_ref_s=ref_seconds,
+        time_train_s=time.perf_counter() - started,
+    )
+    return metrics
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GRPOConfig:
+    """One GRPO training step: how many prompts, how many samples each, how hard to refill.
+
+    >>> GRPOConfig(samples=4).groups_per_step
+    4
+    """
+
+    #: rollouts per prompt (the group); 8 as TRL's `num_generations` (DAPO uses 16)
+    samples: int = 8
+    #: prompts (groups) whose rewards differ that one step trains on
+    groups_per_step: int = 4
+    #: extra rounds of rollouts to refill groups dropped for uniform reward (DAPO's dynamic
+    #: sampling; verl's `max_num_gen_batches`); after them the step trains on what it has
+    max_refills: int = 3
+    #: the optimizer step
+    step: GRPOStepConfig = field(default_factory=GRPOStepConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "groups_per_step"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.samples < 2:
+            raise ValueError("samples must be at least 2: advantages compare rollouts of a group")
+        if self.max_refills < 0:
+            raise ValueError(f"max_refills must be >= 0, got {self.max_refills}")
+
+
+def step_scores(scored: Any) -> tuple[list[float], list[int]]:
+    """The per-step scores of one scored rollout and the assistant message that made each step.
+
+    Step verifications (`subject_kind` "Step") name their Step `traj#NNN`, NNN the index of the
+    tool-result message; the step was made by the last assistant message before it.
+    """
+    messages = scored.rollout.messages
+    scores: list[float] = []
+    turns: list[int] = []
+    for v in sorted(
+        (v for v in scored.verifications if v.subject_kind == "Step"),
+        key=lambda v: v.subject_id,
+    ):
+        index = int(v.subject_id.rsplit("#", 1)[1])
+        turn = next((i for i in range(index, -1, -1) if messages[i]["role"] == "assistant"), None)
+        if turn is None:
+            raise ValueError(f"step {v.subject_id} has no assistant message before it")
+        scores.append(float(v.score))
+        turns.append(turn)
+    return scores, turns
+
+
+class GRPOTrainer:
+    """GRPO on a transformers model whose rollouts come from an engine it keeps in sync.
+
+    `source.generate(tasks, run=run, samples=K)` returns scored rollouts (each with `.rollout`
+    holding messages and the sampled ids/log-probs, `.reward`, `.verdict`, `.verifications`)
+    and writes them under `run` (a Run of kind "train"); `source.tools.specs()` are the tools the
+    prompts offered. After each optimizer step `engine.update_weights(model)` puts the new
+    weights into the engine, so the next rollouts are on-policy.
+
+    >>> trainer = GRPOTrainer(model, tok, source=source, engine=engine, run=run)  # doctest: +SKIP
+    >>> trainer.step(iter(tasks))["accept_rate"]                                   # doctest: +SKIP
+    0.25
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        source: Any,
+        engine: Any,
+        run: Any,
+        config: GRPOConfig = GRPOConfig(),
+        ref_model: Any = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.source = source
+        self.engine = engine
+        self.run = run
+        self.config = config
+        self.ref_model = ref_model
+        self.optimizer = config.step.build_optimizer(model)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else tokenizer.eos_token_id)
+        self.steps = 0
+
+    def _draw(self, tasks: Iterator[Any], n: int) -> list[Any]:
+        out = []
+        for task in tasks:
+            out.append(task)
+            if len(out) == n:
+                break
+        return out
+
+    def step(self, tasks: Iterator[Any]) -> dict[str, float]:
+        """Roll out, drop uniform groups (refilling from `tasks`), train one step, sync weights.
+
+        Returns the metrics: the loss's (see `grpo_loss`), `reward_mean`/`reward_std`,
+        `accept_rate`, `groups_kept`, `groups_dropped`, `rollout_rounds`, `weight_version`, seconds per phase;
+        `trained` is 0 when every drawn group was uniform (no update, no sync).
+        """
+        cfg = self.config
+        started = time.perf_counter()
+        kept: list[Any] = []
+        n_groups = dropped = rounds = n_rollouts = n_accepted = 0
+        while n_groups < cfg.groups_per_step and rounds <= cfg.max_refills:
+            drawn = self._draw(tasks, cfg.groups_per_step - n_groups)
+            if not drawn:
+                break
+            scored = self.source.generate(drawn, run=self.run, samples=cfg.samples)
+            rounds += 1
+            n_rollouts += len(scored)
+            n_accepted += sum(s.verdict == "accepted" for s in scored)
+            groups = [s.rollout.task.id for s in scored]
+            keep = filter_uniform_groups([s.reward for s in scored], groups)
+            dropped += keep.n_dropped
+            n_groups += len(keep.kept)
+            kept += [s for s, ok in zip(scored, keep.rollout_mask, strict=True) if ok]
+        metrics: dict[str, float] = {
+            "groups_kept": float(n_groups),
+            "groups_dropped": float(dropped),
+            "rollout_rounds": float(rounds),
+            "accept_rate": n_accepted / max(n_rollouts, 1),
+            "time_rollout_s": time.perf_counter() - started,
+        }
+        if not kept:
+            return {**metrics, "trained": 0.0, "weight_version": float(self.engine.weight_version)}
+
+        started = time.perf_counter()
+        specs = self.source.tools.specs() or None
+        tokens = [
+            rollout_tokens(
+                self.tokenizer,
+                s.rollout.messages,
+                tools=specs,
+                sampled_token_ids=s.rollout.sampled_token_ids,
+                sampled_logprobs=s.rollout.sampled_logprobs,
+                row_id=s.rollout.id,
+            )
+            for s in kept
+        ]
+        steps = [step_scores(s) for s in kept]
+        batch = build_batch(
+            tokens,
+            [s.reward for s in kept],
+            [s.rollout.task.id for s in kept],
+            pad_id=self.pad_id,
+            accepted=[s.verdict == "accepted" for s in kept],
+            step_scores=[scores for scores, _ in steps],
+            step_turns=[turns for _, turns in steps],
+            process_weight=cfg.step.loss.process_weight,
+            papo=cfg.step.loss.papo,
+            eps=cfg.step.loss.eps,
+        )
+        metrics["time_tokenize_s"] = time.perf_counter() - started
+        metrics.update(
+            grpo_step(self.model, self.optimizer, batch, config=cfg.step, ref_model=self.ref_model)
+        )
+        sync = self.engine.update_weights(self.model)
+        self.steps += 1
+        metrics.update(
+            trained=1.0,
+            weight_version=float(sync.version),
+            time_sync_s=sync.seconds,
+            n_rollouts=float(len(kept)),
+        )
+        return metrics
