@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kag.stores.base import GraphStore
+from kag.walks import parse_step
 
 __all__ = ["Coverage", "coverage_counts", "coverage_stats"]
 
@@ -42,7 +43,8 @@ def coverage_counts(store: GraphStore) -> Coverage:
             if entities:
                 cov.start_entities[entities[0]] += 1
             cov.entities.update(set(entities))
-            cov.relation_types.update(path.get("relations", []))
+            # an inverse step `~r` covers the relation type `r`
+            cov.relation_types.update(parse_step(r)[0] for r in path.get("relations", []))
     return cov
 
 

@@ -11,6 +11,18 @@ one domain) into a CSR; `sample_walks(csr, n, hops, mode=..., seed=...)` moves a
 hop at a time with numpy (a Python loop per hop, never per walker) and returns `Walks` arrays;
 `walks.to_records()` gives `Walk` records with entity ids, relation types and `walk_signature`.
 
+Walks may also follow relations backwards (`directions="both"`). A walk step is then written as
+one string, the one encoding every part of KAG reads (`parse_step`, `inverse_step`):
+
+| step           | means                                                   | `parse_step`              |
+|----------------|---------------------------------------------------------|---------------------------|
+| `directed_by`  | follow `directed_by` from source to target (an out-edge) | `("directed_by", "out")`  |
+| `~directed_by` | follow `directed_by` from target to source (an in-edge)  | `("directed_by", "in")`   |
+
+so `Walk.relations`, `Task.path["relations"]` and walk signatures hold `~r` for an inverse hop
+(a forward walk's signature is what it always was). A relation type whose own name starts with
+`~` cannot be walked in both directions (`CSRGraph.bidirectional` refuses it).
+
 >>> csr = CSRGraph.from_triples([("a", "r", "b"), ("b", "s", "c")])
 >>> sample_walks(csr, 2, 2, start=["a", "a"], seed=0).to_records()[0].relations
 ('r', 's')
@@ -18,6 +30,7 @@ hop at a time with numpy (a Python loop per hop, never per walker) and returns `
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -35,6 +48,10 @@ __all__ = [
     "Walks",
     "Walk",
     "WalkMode",
+    "WalkDirections",
+    "INVERSE_PREFIX",
+    "inverse_step",
+    "parse_step",
     "sample_walks",
     "walk_signature",
 ]
@@ -43,6 +60,34 @@ WalkMode = Literal["uniform", "non_backtracking", "simple"]
 WALK_MODES: tuple[str, ...] = ("uniform", "non_backtracking", "simple")
 HubPolicy = Literal["skip", "truncate"]
 DeadEnd = Literal["stop", "drop"]
+WalkDirections = Literal["out", "both"]
+WALK_DIRECTIONS: tuple[str, ...] = ("out", "both")
+
+#: the mark of an inverse step: `~r` follows relation `r` from its target to its source
+INVERSE_PREFIX = "~"
+
+
+def inverse_step(relation: str) -> str:
+    """The step that follows `relation` backwards, from target to source.
+
+    >>> inverse_step("directed_by")
+    '~directed_by'
+    """
+    return INVERSE_PREFIX + relation
+
+
+def parse_step(step: str) -> tuple[str, Literal["out", "in"]]:
+    """`(relation type, direction)` of a walk step: `"in"` for an inverse step `~r`.
+
+    The direction is the one `get_relations(..., direction=...)` and `store.neighbors` take.
+
+    >>> parse_step("directed_by"), parse_step("~directed_by")
+    (('directed_by', 'out'), ('directed_by', 'in'))
+    """
+    if step.startswith(INVERSE_PREFIX) and len(step) > len(INVERSE_PREFIX):
+        return step[len(INVERSE_PREFIX) :], "in"
+    return step, "out"
+
 
 # Walkers are processed in fixed-size chunks, each with its own random stream derived from
 # (seed, chunk index): results do not depend on the number of threads, and a chunk's arrays
@@ -100,6 +145,49 @@ class CSRGraph:
             except KeyError:
                 raise ValueError(f"entity {entity_id!r} is not in the walk graph") from None
         return out
+
+    @functools.cached_property
+    def reverse(self) -> CSRGraph:
+        """The in-edges of every node in the same form (built once, on first use).
+
+        Node `i`'s in-edges are `reverse.indices[reverse.indptr[i]:reverse.indptr[i+1]]` (the
+        sources) with relation ids `reverse.rel[...]`, sorted by (relation, source), over the
+        same `entity_ids` and `relation_types`.
+
+        >>> CSRGraph.from_triples([("a", "r", "b"), ("c", "r", "b")]).reverse.edges_of(1)
+        [('r', 'a'), ('r', 'c')]
+        """
+        src = self._sources()
+        order = np.lexsort((src, self.rel, self.indices))
+        return CSRGraph._from_sorted(
+            self.entity_ids, self.relation_types, self.indices[order], src[order], self.rel[order]
+        )
+
+    def bidirectional(self) -> CSRGraph:
+        """Out-edges and in-edges as one graph to walk: relation types `r...` then `~r...`.
+
+        An in-edge `s -[r]-> t` becomes the out-edge `t -[~r]-> s` (`inverse_step`); edges stay
+        sorted by (relation id, target), forward types first. A relation type whose name already
+        starts with `~` is an error (its steps would read as inverse steps).
+
+        >>> g = CSRGraph.from_triples([("a", "r", "b")]).bidirectional()
+        >>> g.relation_types, g.edges_of(0), g.edges_of(1)
+        (['r', '~r'], [('r', 'b')], [('~r', 'a')])
+        """
+        marked = [r for r in self.relation_types if r.startswith(INVERSE_PREFIX)]
+        if marked:
+            raise ValueError(
+                f"relation type(s) {marked[:5]} start with {INVERSE_PREFIX!r}, which marks an "
+                "inverse step: rename them to walk relations in both directions"
+            )
+        n_types = len(self.relation_types)
+        back = self.reverse
+        src = np.concatenate([self._sources(), back._sources()])
+        dst = np.concatenate([self.indices, back.indices])
+        rel = np.concatenate([self.rel, back.rel + np.int32(n_types)])
+        order = np.lexsort((dst, rel, src))
+        types = [*self.relation_types, *(inverse_step(r) for r in self.relation_types)]
+        return CSRGraph._from_sorted(self.entity_ids, types, src[order], dst[order], rel[order])
 
     # ----------------------------------------------------------------- building
 
@@ -276,7 +364,8 @@ def walk_signature(start: str, relations: Sequence[str]) -> str:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Walk:
-    """One walk: `entities[k] -[relations[k]]-> entities[k+1]`.
+    """One walk: `entities[k] -[relations[k]]-> entities[k+1]` (`~r`: `entities[k+1] -[r]->
+    entities[k]`, an inverse step, see `parse_step`).
 
     >>> w = Walk(entities=("a", "b"), relations=("r",))
     >>> w.hops, w.signature == walk_signature("a", ["r"])
@@ -475,6 +564,7 @@ def sample_walks(
     hub_policy: HubPolicy = "skip",
     dead_end: DeadEnd = "stop",
     threads: int | None = None,
+    directions: WalkDirections = "out",
 ) -> Walks:
     """Sample `n` walks of up to `hops` hops, all walkers at once.
 
@@ -484,6 +574,15 @@ def sample_walks(
     back). In `non_backtracking` mode a walker whose only way on is back where it came from
     stops. Same `seed` (an int or a list of ints) and arguments give the same walks, whatever
     `threads` is.
+
+    `directions="both"` walks in-edges too, as inverse steps `~r` (`CSRGraph.bidirectional`;
+    `relation_types` names the types to keep, both ways): non-backtracking then also never goes
+    straight back over the edge it came by, whichever way it points, and a hub is a node with more
+    than `max_out_degree` edges in and out together. `"out"` (the default) walks out-edges only.
+
+    >>> both = CSRGraph.from_triples([("a", "r", "b"), ("c", "r", "b")])
+    >>> sample_walks(both, 1, 2, mode="non_backtracking", start=["a"], directions="both").to_records()[0].relations
+    ('r', '~r')
 
     >>> csr = CSRGraph.from_triples([("a", "r", "b"), ("b", "r", "a")])
     >>> w = sample_walks(csr, 1, 3, mode="simple", start=["a"])
@@ -496,8 +595,12 @@ def sample_walks(
         raise ValueError(f"dead_end must be 'stop' or 'drop', got {dead_end!r}")
     if n < 0 or hops < 1:
         raise ValueError(f"need n >= 0 and hops >= 1, got n={n}, hops={hops}")
+    if directions not in WALK_DIRECTIONS:
+        raise ValueError(f"directions must be one of {list(WALK_DIRECTIONS)}, got {directions!r}")
     if relation_types is not None:
         csr = csr.filter(relation_types=relation_types)
+    if directions == "both":
+        csr = csr.bidirectional()
     if max_out_degree is not None:
         csr = csr.bounded(max_out_degree, policy=hub_policy)
     s = _Sampling.of(csr)

@@ -264,7 +264,7 @@ def _stdout_to_stderr() -> Iterator[None]:
 def main(argv: list[str]) -> int:
     """`kag selfplay run --engine vllm|openai|oracle [--model DIR] [--base-url URL] [--tasks N]
     [--samples K] [--hops 2-4] [--run-id ID] [--seed S] [--workers N] [--graph URL]
-    [--rewrite-questions] [--judge policy|MODEL [--judge-base-url URL] [--judge-required]
+    [--rewrite-questions] [--directions out|both] [--judge policy|MODEL [--judge-base-url URL] [--judge-required]
     [--judge-constrained]]`."""
     parser = argparse.ArgumentParser(
         prog="kag selfplay",
@@ -320,6 +320,13 @@ def main(argv: list[str]) -> int:
         "rewrite that drops the quoted start name, names an answer or runs long is refused "
         "and the template stays (needs --engine vllm or openai)",
     )
+    p.add_argument(
+        "--directions",
+        choices=("out", "both"),
+        default="out",
+        help="walk relations from source to target only (default), or both ways, inverse steps "
+        'making questions such as "the genre of a film directed by X"',
+    )
     _add_judge_arguments(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = parser.parse_args(argv)
@@ -353,7 +360,7 @@ def main(argv: list[str]) -> int:
         python_tool=args.python_tool,
         progress=not args.no_progress,
         judge=judge,
-        proposer=ProposerConfig(rewrite=args.rewrite_questions),
+        proposer=ProposerConfig(rewrite=args.rewrite_questions, directions=args.directions),
         solver=SolverConfig(
             max_turns=args.max_turns,
             max_new_tokens=args.max_new_tokens,

@@ -174,7 +174,11 @@ class SelfPlayConfig:
             raise ValueError("engine 'openai' needs base_url= and model=")
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self), default=list))
+        d = json.loads(json.dumps(dataclasses.asdict(self), default=list))
+        # the default leaves no trace, so runs made before `directions` existed resume
+        if d["proposer"].get("directions") == "out":
+            del d["proposer"]["directions"]
+        return d
 
     def work_fields(self) -> dict[str, Any]:
         """What decides the run's tasks and trajectories (must match when resuming)."""

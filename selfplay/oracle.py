@@ -8,7 +8,8 @@ verifiers and write-back, in the same message format (`policy="oracle"`). Its tu
 |--------|------------------------------------------------------------------------------------|
 | 1      | `search_entities(query=<name of e0>)`                                              |
 | 1 + k  | `get_relations(entity_id=e, relation=rk)` for each entity e reached after k-1 hops |
-|        | (path entity first; more turns when a hop has more than `max_calls_per_turn`)     |
+|        | (path entity first; more turns when a hop has more than `max_calls_per_turn`);    |
+|        | an inverse step `~rk` calls it with `direction="in"` and reads the sources        |
 | last   | `<answer>names of every entity reached after H hops</answer>`, joined by "; " (or  |
 |        | another separator when a name holds ";"); a task with output constraints gets the  |
 |        | reply `selfplay.constraints.render_reply` writes to meet them                      |
@@ -29,6 +30,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from kag.walks import inverse_step, parse_step
 from selfplay.constraints import render_reply, task_constraints
 from selfplay.rollout import Rollout
 from selfplay.solver import Action, TurnRequest
@@ -94,10 +96,12 @@ class OraclePolicy:
                 if request.final:
                     return "<think>Out of turns before the last hop.</think>\n<answer></answer>"
                 batch = pending[: self.max_calls_per_turn]
+                base, direction = parse_step(relation)
+                args = {"relation": base, **({"direction": "in"} if direction == "in" else {})}
                 return _call_text(
-                    f'Hop {k}: follow "{relation}" from {len(batch)} entit'
-                    f"{'y' if len(batch) == 1 else 'ies'}.",
-                    [("get_relations", {"entity_id": e, "relation": relation}) for e in batch],
+                    f'Hop {k}: follow "{base}"{" backwards" if direction == "in" else ""} from '
+                    f"{len(batch)} entit{'y' if len(batch) == 1 else 'ies'}.",
+                    [("get_relations", {"entity_id": e, **args}) for e in batch],
                 )
             found = sorted({t for e in frontier for t in expanded[(e, relation)]})
             frontier = _path_first(found, entities[k]) if found else []
@@ -129,8 +133,9 @@ class OraclePolicy:
 
 
 def _expansions(messages: list[dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
-    """(entity id, relation) -> ids that `get_relations` returned, over every call so far."""
-    calls: dict[str, tuple[str, str]] = {}
+    """(entity id, walk step) -> ids that `get_relations` returned, over every call so far; an
+    `"in"` result of relation `r` counts for the inverse step `~r`."""
+    calls: dict[str, tuple[str, str, str]] = {}
     out: dict[tuple[str, str], list[str]] = {}
     for m in messages:
         if m["role"] == "assistant":
@@ -142,14 +147,22 @@ def _expansions(messages: list[dict[str, Any]]) -> dict[tuple[str, str], list[st
                     args = json.loads(fn.get("arguments") or "{}")
                 except json.JSONDecodeError:
                     continue
-                calls[str(c.get("id"))] = (args.get("entity_id"), args.get("relation"))
+                calls[str(c.get("id"))] = (
+                    args.get("entity_id"),
+                    args.get("relation"),
+                    args.get("direction") or "out",
+                )
         elif m["role"] == "tool" and str(m.get("tool_call_id")) in calls:
-            key = calls[str(m.get("tool_call_id"))]
-            found = out.setdefault(key, [])
+            entity, relation, direction = calls[str(m.get("tool_call_id"))]
+            wanted = ("out", "in") if direction == "both" else (direction,)
+            for d in wanted:
+                out.setdefault((entity, relation if d == "out" else inverse_step(relation)), [])
             for obs in _observations([m]):
                 for rel in obs.get("relations", []):
-                    if rel.get("relation") == key[1] and rel.get("direction", "out") == "out":
-                        found.append(rel["id"])
+                    d = rel.get("direction", "out")
+                    if rel.get("relation") == relation and d in wanted:
+                        step = relation if d == "out" else inverse_step(relation)
+                        out[(entity, step)].append(rel["id"])
     return out
 
 

@@ -9,13 +9,21 @@ no model, the same name always gives the same phrase.
 'the spouse of {x}'
 >>> infer_relation_phrase("directed_by"), infer_relation_phrase("_hypernym")
 ('the director of {x}', 'the hypernym of {x}')
+
+`infer_inverse_phrase` does the same for an inverse walk step `~r` (`kag.walks.parse_step`): the
+`{x}` template of the entities that have `{x}` as their `r`, e.g. `directed_by` -> "a film directed
+by {x}", `/location/location/contains` -> "a location that contains {x}".
+
+>>> infer_inverse_phrase("starred_actors"), infer_inverse_phrase("/people/person/gender")
+('a film starring {x}', 'a person whose gender is {x}')
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-__all__ = ["infer_relation_phrase"]
+__all__ = ["infer_inverse_phrase", "infer_relation_phrase"]
 
 
 def _word_set(text: str) -> frozenset[str]:
@@ -218,9 +226,30 @@ def infer_relation_phrase(relation: str) -> str:
     >>> infer_relation_phrase("/language/human_language/countries_spoken_in")
     'the countries {x} is spoken in'
     """
+    name = _read_name(relation)
+    if name is None:
+        return "the object of {x}"
+    phrase = _from_words(name.words)
+    if name.measured:
+        phrase = phrase.replace("{x}", f"the {' '.join(name.measured)} of {{x}}")
+    return phrase
+
+
+@dataclass(frozen=True, slots=True)
+class _Name:
+    """A relation name read into words: `words` of its last segment, `measured` the words of the
+    first half of a CVT into `/measurement_unit/` (else empty), `subject` the words of the
+    Freebase type its subjects have (`/film/film/...` -> film; else empty)."""
+
+    words: list[str]
+    measured: list[str]
+    subject: list[str]
+
+
+def _read_name(relation: str) -> _Name | None:
     parts = [p for p in re.split(r"\.(?=/)", relation) if _segments(p)]
     if not parts:
-        return "the object of {x}"
+        return None
     segments = _segments(parts[-1])
     words = _words(segments[-1])
     domain = segments[0] if len(segments) >= 3 else None
@@ -228,9 +257,114 @@ def infer_relation_phrase(relation: str) -> str:
         words = words[1:]
     if not words:
         words = [w for s in reversed(segments) for w in _words(s)][:3] or ["object"]
-    phrase = _from_words(words)
+    measured: list[str] = []
     if len(parts) > 1 and domain in _MEASURE_DOMAINS:
-        first = [w for w in (re.sub(r"\d+", "", w) for w in _words(_segments(parts[0])[-1])) if w]
-        if first:
-            phrase = phrase.replace("{x}", f"the {' '.join(first)} of {{x}}")
-    return phrase
+        measured = [
+            w for w in (re.sub(r"\d+", "", w) for w in _words(_segments(parts[0])[-1])) if w
+        ]
+    first = _segments(parts[0])
+    # a type of Freebase's catch-all domains (/base/schemastaging/...) names no kind of thing
+    subject = _words(first[1]) if len(first) >= 3 and first[0] not in _NO_SUBJECT else []
+    return _Name(words=words, measured=measured, subject=[w for w in subject if w.isalnum()])
+
+
+_NO_SUBJECT = frozenset({"base", "user", "common", "dataworld"})
+# MetaQA's WikiMovies schema (`film -[directed_by]-> person`): every subject is a film
+_FILM_SCHEMA_INVERSE = {
+    "directed_by": "a film directed by {x}",
+    "written_by": "a film written by {x}",
+    "starred_actors": "a film starring {x}",
+    "release_year": "a film released in {x}",
+    "has_genre": "a film of genre {x}",
+    "has_tags": "a film tagged {x}",
+    "in_language": "a film in {x}",
+    "has_imdb_rating": "a film rated {x} on IMDb",
+    "has_imdb_votes": "a film with {x} IMDb votes",
+}
+# names whose words no inverse rule reads well (symmetric ones read the same both ways)
+_INVERSE_IDIOMS = {
+    "also see": "a word related to {x}",
+    "same as": "the same thing as {x}",
+    "is a": "an instance of {x}",
+    "verb group": "a verb in a group with {x}",
+}
+
+
+def _inverse_from_words(words: list[str], thing: str) -> str:
+    """The `{x}` template of an inverse step from a relation's words (`infer_inverse_phrase`);
+    `thing` names the subjects ("a film", or "something")."""
+    text = " ".join(words)
+    if text in _INVERSE_IDIOMS:
+        return _INVERSE_IDIOMS[text]
+    if text == "starred actors":
+        return f"{thing} starring {{x}}"
+    if len(words) > 1 and words[0] in _LEADING:
+        return _inverse_from_words(words[1:], thing)
+    last, rest = words[-1], words[:-1]
+    if last == "by" and rest:
+        head = rest[-1]
+        if _is_participle(head):  # "directed_by", "executive_produced_by"
+            return f"{thing} {' '.join(rest)} by {{x}}"
+        return f"{thing} with {' '.join(rest)} by {{x}}"  # "costume_design_by", "story_by"
+    if len(words) > 2 and words[0] in _RELATIONAL and words[1] == "of":
+        return f"{_article(words[0])} {words[0]} of the {' '.join(words[2:])} {{x}}"
+    if last == "of" and rest and not _is_participle(rest[-1]):
+        return f"the {' '.join(rest)} of {{x}}"  # x is the capital of y: the capital of y
+    if (last in _PREPOSITIONS or last == "of") and rest:
+        head = rest[-1]
+        if head in _ADJECTIVES and len(rest) == 1:
+            return f"something {head} {last} {{x}}"  # symmetric: "similar_to"
+        if head in _VERBS_3RD or head in _ACTIVE:
+            return f"{thing} that {head} {last} {{x}}"  # "lives_in", "starred_in"
+        if _is_participle(head):
+            return f"{thing} {head} {last} {{x}}"  # "born_in", "countries_spoken_in"
+    if (last in _VERBS_3RD or _is_participle(last)) and all(w.endswith("ly") for w in rest):
+        return f"{thing} that {text} {{x}}"  # "contains", "partially_contains"
+    if len(words) > 1 and _is_participle(last):
+        if rest[-1] in _PLACE_TIME:  # "place_founded": founded in {x}
+            return f"{thing} {last} {'in' if rest[-1] != 'date' else 'on'} {{x}}"
+        return f"{thing} that {last} {{x}}"  # "films_distributed": the distributor
+    return f"{thing} whose {text} is {{x}}"
+
+
+def infer_inverse_phrase(relation: str) -> str:
+    """A `{x}` template for the inverse step `~relation`: the entities whose `relation` is `{x}`.
+
+    The name is read as for `infer_relation_phrase`; the subjects are named by the Freebase type
+    of the path (`/film/film/directed_by`: "a film"), else "something". MetaQA's WikiMovies
+    relations, whose subjects are all films, have fixed phrases. Then the first rule that fits:
+
+    | rule                              | name                                    | inverse phrase                        |
+    |-----------------------------------|-----------------------------------------|---------------------------------------|
+    | MetaQA's film schema              | `directed_by`, `starred_actors`, `release_year`, `has_genre` | a film directed by {x}; a film starring {x}; a film released in {x}; a film of genre {x} |
+    | an idiom (symmetric ones too)     | `_also_see`, `_verb_group`              | a word related to {x}; a verb in a group with {x} |
+    | leading `has`, `is`, `in` dropped | `has_part`                              | something whose part is {x}           |
+    | participle + `by`                 | `/film/film/executive_produced_by`      | a film executive produced by {x}      |
+    | activity + `by`                   | `/film/film/costume_design_by`          | a film with costume design by {x}     |
+    | relational noun + `of` + noun     | `_member_of_domain_region`              | a member of the domain region {x}     |
+    | noun + `of`                       | `/medicine/symptom/symptom_of`          | the symptom of {x}                    |
+    | adjective + preposition           | `_similar_to`                           | something similar to {x}              |
+    | verb + preposition                | `lives_in`, `starred_in`                | something that lives in {x}           |
+    | participle + preposition          | `born_in`, `/language/human_language/countries_spoken_in` | something born in {x}; a human language spoken in {x} |
+    | a verb alone                      | `/location/location/contains`           | a location that contains {x}          |
+    | place or time + participle        | `place_founded`                         | something founded in {x}              |
+    | nouns + participle                | `films_distributed`                     | something that distributed {x}        |
+    | anything else: a noun phrase      | `/people/person/gender`, `_hypernym`    | a person whose gender is {x}; something whose hypernym is {x} |
+
+    A CVT into `/measurement_unit/` reads its first half too ("a film whose estimated budget
+    currency is {x}"). The result always holds `{x}` once and no `_` or `/`.
+
+    >>> infer_inverse_phrase("directed_by"), infer_inverse_phrase("/film/film/directed_by")
+    ('a film directed by {x}', 'a film directed by {x}')
+    >>> infer_inverse_phrase("born_in"), infer_inverse_phrase("/location/location/contains")
+    ('something born in {x}', 'a location that contains {x}')
+    """
+    if relation in _FILM_SCHEMA_INVERSE:
+        return _FILM_SCHEMA_INVERSE[relation]
+    name = _read_name(relation)
+    if name is None:
+        return "something whose object is {x}"
+    subject = " ".join(name.subject)
+    thing = f"{_article(subject)} {subject}" if subject else "something"
+    words = [*name.measured, *name.words] if name.measured else name.words
+    return _inverse_from_words(words, thing)

@@ -33,9 +33,17 @@ import numpy as np
 from kag.coverage import Coverage
 from kag.schema import Entity, Task
 from kag.stores.base import GraphStore
-from kag.walks import CSRGraph, Walk, WalkMode, sample_walks
+from kag.walks import (
+    WALK_DIRECTIONS,
+    CSRGraph,
+    Walk,
+    WalkDirections,
+    WalkMode,
+    parse_step,
+    sample_walks,
+)
 from selfplay.answers import leaked_answer
-from selfplay.phrases import infer_relation_phrase
+from selfplay.phrases import infer_inverse_phrase, infer_relation_phrase
 
 __all__ = [
     "ProposerConfig",
@@ -54,8 +62,9 @@ _THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 
 
 def relation_phrase(relation: str, phrases: Mapping[str, str] | None = None) -> str:
-    """The phrase of a relation type: the graph's phrase when set, else a `{x}` template inferred
-    from its name (`selfplay.phrases.infer_relation_phrase`).
+    """The phrase of a walk step: the graph's phrase when set, else a `{x}` template inferred
+    from its name (`selfplay.phrases.infer_relation_phrase`; for an inverse step `~r`,
+    `infer_inverse_phrase`). A phrase file gives an inverse step's phrase under the key `~r`.
 
     >>> relation_phrase("/film/film/directed_by")
     'the director of {x}'
@@ -63,9 +72,14 @@ def relation_phrase(relation: str, phrases: Mapping[str, str] | None = None) -> 
     'the actors starring in {x}'
     >>> relation_phrase("born_in", {"born_in": "was born in"})
     'was born in'
+    >>> relation_phrase("~directed_by"), relation_phrase("~r", {"~r": "what {x} made"})
+    ('a film directed by {x}', 'what {x} made')
     """
     if phrases and phrases.get(relation):
         return phrases[relation]
+    base, direction = parse_step(relation)
+    if direction == "in":
+        return infer_inverse_phrase(base)
     return infer_relation_phrase(relation)
 
 
@@ -157,6 +171,10 @@ class ProposerConfig:
 
     #: walk sampler mode (`kag.walks`); "non_backtracking" avoids "the X of the Y of X" loops
     mode: WalkMode = "non_backtracking"
+    #: "out" walks relations from source to target only; "both" also walks them backwards as
+    #: inverse steps `~r` ("a film directed by X", `kag.walks.parse_step`), for graphs whose
+    #: multi-hop questions run against the edge direction (MetaQA: film -> person edges only)
+    directions: WalkDirections = "out"
     #: tasks reaching more answers than this are rejected (a question with 200 answers tests recall
     #: of a list, not multi-hop reasoning)
     max_answers: int = 10
@@ -184,6 +202,10 @@ class ProposerConfig:
     def __post_init__(self) -> None:
         if self.max_answers < 1:
             raise ValueError(f"max_answers must be >= 1, got {self.max_answers}")
+        if self.directions not in WALK_DIRECTIONS:
+            raise ValueError(
+                f"directions must be one of {list(WALK_DIRECTIONS)}, got {self.directions!r}"
+            )
         if self.oversample < 1 or self.max_rounds < 1:
             raise ValueError("oversample and max_rounds must be >= 1")
         if self.coverage_strength < 0:
@@ -235,6 +257,8 @@ class Proposer:
             self.csr_walk = self.csr.filter(relation_types=list(self.config.relation_types))
         else:
             self.csr_walk = self.csr
+        if self.config.directions == "both":  # built once: every round walks the same graph
+            self.csr_walk = self.csr_walk.bidirectional()
         self.phrases = self.store.relation_phrases()
         self._rel_index = {r: i for i, r in enumerate(self.csr.relation_types)}
 
@@ -243,19 +267,24 @@ class Proposer:
     def reach(self, start: str, relations: Sequence[str]) -> list[str]:
         """Every entity id the relation chain reaches from `start`, sorted (set semantics).
 
+        An inverse step `~r` follows `r` from target to source, over the reverse adjacency.
+
         >>> Proposer(g).reach("ada", ["born_in", "located_in"])  # doctest: +SKIP
         ['england']
+        >>> Proposer(g).reach("london", ["~born_in"])  # doctest: +SKIP
+        ['ada']
         """
-        csr = self.csr
-        frontier = np.unique(csr.index_of([start]))
-        for relation in relations:
+        frontier = np.unique(self.csr.index_of([start]))
+        for step in relations:
+            relation, direction = parse_step(step)
             r = self._rel_index.get(relation)
             if r is None:
                 return []
+            csr = self.csr.reverse if direction == "in" else self.csr
             reached: list[np.ndarray] = []
             for node in frontier.tolist():
                 lo, hi = int(csr.indptr[node]), int(csr.indptr[node + 1])
-                # out-edges are sorted by (relation, target): one binary search per node
+                # edges are sorted by (relation, other end): one binary search per node
                 a, b = np.searchsorted(csr.rel[lo:hi], [r, r + 1])
                 if b > a:
                     reached.append(csr.indices[lo + a : lo + b])
@@ -265,7 +294,7 @@ class Proposer:
             if frontier.size > 10 * self.config.max_answers + 100:
                 # far past max_answers: no need to finish the (possibly huge) expansion
                 return [csr.entity_ids[i] for i in frontier.tolist()]
-        return sorted(csr.entity_ids[i] for i in frontier.tolist())
+        return sorted(self.csr.entity_ids[i] for i in frontier.tolist())
 
     # ------------------------------------------------------------------ proposing
 
@@ -438,5 +467,5 @@ def _coverage_score(walk: Walk, coverage: Coverage) -> tuple[int, int]:
     """Lower is less covered: (start entity count, summed relation-type counts)."""
     return (
         coverage.start_entities.get(walk.entities[0], 0),
-        sum(coverage.relation_types.get(r, 0) for r in walk.relations),
+        sum(coverage.relation_types.get(parse_step(r)[0], 0) for r in walk.relations),
     )

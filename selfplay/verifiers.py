@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from kag.schema import Step, Task, Verifier
+from kag.walks import parse_step
 from selfplay.answers import leaked_answer, normalize_answer, score_answer
 from selfplay.bfcl import check_calls
 from selfplay.constraints import check_reply, task_constraints
@@ -588,13 +589,14 @@ def answer_path_entities(
         return None
     frontiers: list[set[str]] = [{entities[0]}]
     edges: list[dict[str, set[str]]] = []
-    for relation in relations:
+    for walk_step in relations:
+        relation, direction = parse_step(walk_step)  # `~r`: follow r from target to source
         step: dict[str, set[str]] = {}
         for node in frontiers[-1]:
             targets = {
                 other.id
-                for rel, other in store.neighbors(node, relation=relation, direction="out")
-                if rel.source == node
+                for rel, other in store.neighbors(node, relation=relation, direction=direction)
+                if (rel.source if direction == "out" else rel.target) == node
             }
             if targets:
                 step[node] = targets
