@@ -1,0 +1,212 @@
+"""The GRPO training loop: reward shaping, the resumable prompt schedule, and `kag train grpo`.
+
+The shaping and the schedule are pure and tested on their own; one end-to-end run on CPU (a
+generated world, oracle self-play, `kag export rl`, the tiny model on vLLM) trains two steps,
+then a second call with `--steps 3` resumes it and trains exactly one more step on the next
+prompts of the schedule.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from trainer.grpo import GRPOConfig, RewardShaping, repeated_tool_calls
+from trainer.grpo_train import (
+    METRIC_KEYS,
+    GRPOTrainConfig,
+    PromptSchedule,
+    read_prompt_ids,
+    run_id_of_step,
+)
+
+
+def _call(name: str, arguments: str) -> dict:
+    return {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": name, "arguments": arguments}}
+        ],
+    }
+
+
+def _tool() -> dict:
+    return {"role": "tool", "content": "[]", "tool_call_id": "c", "name": "f"}
+
+
+# --------------------------------------------------------------------------- reward shaping
+
+
+def test_turns_past_the_free_ones_and_repeated_calls_cost_their_penalties():
+    shaping = RewardShaping(free_turns=4, turn_penalty=0.1, repetition_penalty=0.25)
+    messages = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "q"},
+        _call("search", '{"name": "Heat"}'),
+        _tool(),
+        _call("search", '{"name":"Heat"}'),  # the same call, other spacing: a repeat
+        _tool(),
+        _call("search", '{"name": "Ada"}'),
+        _tool(),
+        _call("neighbours", '{"name": "Heat"}'),  # same arguments, other tool: not a repeat
+        _tool(),
+        _call("search", '{"name": "Heat"}'),  # a repeat again
+        _tool(),
+        {"role": "assistant", "content": "Ada Lee"},
+    ]
+    assert repeated_tool_calls(messages) == 2
+    # 6 assistant turns: 2 past the 4 free ones; 2 repeats
+    assert shaping.shape_messages(1.0, messages) == pytest.approx(1.0 - 2 * 0.1 - 2 * 0.25)
+    assert shaping.shape_messages(0.0, messages[:4]) == 0.0  # 1 turn, no repeat
+
+
+def test_default_shaping_leaves_the_verifier_reward_as_it_is():
+    messages = [_call("f", '{"x": 1}'), _tool()] * 10
+    assert GRPOConfig().shaping.shape_messages(0.75, messages) == 0.75
+
+
+def test_key_order_of_arguments_does_not_make_a_call_new():
+    calls = [_call("f", '{"x": 1, "y": [1, 2]}'), _call("f", '{"y": [1, 2], "x": 1}')]
+    assert repeated_tool_calls(calls) == 1
+    assert repeated_tool_calls([_call("f", "not json"), _call("f", "not json")]) == 1
+    assert repeated_tool_calls([_call("f", '{"x": 1}'), _call("f", '{"x": 2}')]) == 0
+
+
+def test_negative_penalties_are_refused():
+    with pytest.raises(ValueError, match="turn_penalty"):
+        RewardShaping(turn_penalty=-0.1)
+    with pytest.raises(ValueError, match="free_turns"):
+        RewardShaping(free_turns=-1)
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+IDS = [f"task-{i:02d}" for i in range(7)]
+
+
+def _take(schedule: PromptSchedule, n: int) -> list[str]:
+    ids = schedule.draw()
+    return [next(ids) for _ in range(n)]
+
+
+def test_each_epoch_visits_every_prompt_once_in_a_seeded_order():
+    schedule = PromptSchedule(IDS, seed=3)
+    drawn = _take(schedule, 3 * len(IDS))
+    epochs = [drawn[i : i + len(IDS)] for i in range(0, len(drawn), len(IDS))]
+    assert all(sorted(e) == IDS for e in epochs)
+    assert epochs[0] != epochs[1]  # a new order every epoch
+    assert drawn == _take(PromptSchedule(IDS, seed=3), 3 * len(IDS))
+    assert drawn != _take(PromptSchedule(IDS, seed=4), 3 * len(IDS))
+
+
+def test_a_schedule_restored_from_its_state_continues_at_the_next_unseen_prompt():
+    """Steps of uneven size (refills draw more), a stop after each, a restore from the saved
+    state: the prompts over the whole run are exactly the uninterrupted schedule's."""
+    whole = _take(PromptSchedule(IDS, seed=1), 20)
+    schedule = PromptSchedule(IDS, seed=1)
+    seen: list[str] = []
+    for size in (3, 5, 2, 4, 6):
+        seen += _take(schedule, size)  # the step's iterator is dropped with the step
+        state = json.loads(json.dumps(schedule.state()))  # as the checkpoint stores it
+        schedule = PromptSchedule.from_state(IDS, state)
+    assert seen == whole
+    assert (schedule.epoch, schedule.position) == (2, 6)
+
+
+def test_a_saved_schedule_refuses_other_prompts():
+    state = PromptSchedule(IDS, seed=0).state()
+    with pytest.raises(ValueError, match="same dataset and split"):
+        PromptSchedule.from_state(IDS[:-1], state)
+    with pytest.raises(ValueError, match="distinct"):
+        PromptSchedule(["a", "a"], seed=0)
+
+
+def test_prompt_ids_come_from_the_task_id_column_of_the_split(tmp_path):
+    data = tmp_path / "rl" / "data"
+    data.mkdir(parents=True)
+    pq.write_table(
+        pa.table({"task_id": ["b", "a", "b"], "x": [1, 2, 3]}), data / "train-00000.parquet"
+    )
+    pq.write_table(pa.table({"task_id": ["c", "a"], "x": [4, 5]}), data / "train-00001.parquet")
+    pq.write_table(pa.table({"task_id": ["z"], "x": [6]}), data / "test-00000.parquet")
+    assert read_prompt_ids(tmp_path / "rl") == ["b", "a", "c"]
+    assert read_prompt_ids(tmp_path / "rl", split="test") == ["z"]
+    with pytest.raises(ValueError, match="no validation-\\*.parquet shard"):
+        read_prompt_ids(tmp_path / "rl", split="validation")
+
+
+def test_train_config_names_its_runs_per_step(tmp_path):
+    config = GRPOTrainConfig(data_dir=tmp_path, out_dir=tmp_path / "grpo-film")
+    assert config.run_name == "grpo-film"
+    assert run_id_of_step(config.run_name, 12) == "train:grpo-film:step-000012"
+    with pytest.raises(ValueError, match="save_every"):
+        GRPOTrainConfig(data_dir=tmp_path, out_dir=tmp_path, save_every=0)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.vllm
+def test_kag_train_grpo_trains_writes_train_runs_and_resumes_at_the_next_prompts(
+    tiny_model_dir: Path, sqlite_url: str, tmp_path: Path, capsys
+):
+    from transformers import AutoModelForCausalLM
+
+    import kag
+    from kag.cli import main as kag_main
+
+    assert (
+        kag_main(["generate", "world", "--seed", "2", "--size", "200", "--graph", sqlite_url]) == 0
+    )
+    selfplay = ["selfplay", "run", "--engine", "oracle", "--tasks", "12", "--no-progress"]
+    assert kag_main([*selfplay, "--graph", sqlite_url, "--json"]) == 0
+    rl = tmp_path / "rl"
+    assert kag_main(["export", "rl", str(rl), "--graph", sqlite_url]) == 0
+    capsys.readouterr()
+    prompts = read_prompt_ids(rl)
+    assert len(prompts) >= 6
+
+    out = tmp_path / "grpo-run"
+    argv = [
+        "train", "grpo", "--data", str(rl), "--model", str(tiny_model_dir), "--graph", sqlite_url,
+        "--out", str(out), "--samples", "2", "--groups-per-step", "2", "--max-refills", "0",
+        "--max-turns", "2", "--max-new-tokens", "24", "--max-context-tokens", "1024",
+        "--kv-cache-gib", "0.25", "--lr", "1e-3", "--kl-coef", "0", "--seed", "5", "--json",
+    ]  # fmt: skip
+    assert kag_main([*argv, "--steps", "2"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (first["steps"], first["resumed_from"]) == (2, 0)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2]
+    assert all(set(METRIC_KEYS) <= set(r) for r in lines)
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    assert model.config.num_experts_per_tok is not None
+
+    assert kag_main([*argv, "--steps", "3"]) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (second["steps"], second["resumed_from"], second["trained_this_call"]) == (3, 2, 1)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3]
+
+    # the prompts of the whole run are the schedule's, in order, each once
+    steps = [json.loads(x) for x in (out / "prompts.jsonl").read_text().splitlines()]
+    drawn = [t for s in steps for t in s["task_ids"]]
+    assert [len(s["task_ids"]) for s in steps] == [2, 2, 2]
+    assert drawn == _take(PromptSchedule(prompts, seed=5), 6)
+    assert len(set(drawn)) == 6
+
+    with kag.open(sqlite_url) as g:
+        for s in steps:
+            run = g.get("Run", s["run_id"])
+            assert run is not None and run.kind == "train"
+            trajectories = [
+                t for b in g.store.iter_nodes("Trajectory", where={"run_id": run.id}) for t in b
+            ]
+            assert sorted(t.task_id for t in trajectories) == sorted(s["task_ids"] * 2)
+    assert [s["run_id"] for s in steps] == [run_id_of_step("grpo-run", n) for n in (1, 2, 3)]
