@@ -164,7 +164,7 @@ def test_kag_train_grpo_trains_writes_train_runs_and_resumes_at_the_next_prompts
     assert (
         kag_main(["generate", "world", "--seed", "2", "--size", "200", "--graph", sqlite_url]) == 0
     )
-    selfplay = ["selfplay", "run", "--engine", "oracle", "--tasks", "12", "--no-progress"]
+    selfplay = ["selfplay", "run", "--engine", "oracle", "--tasks", "24", "--no-progress"]
     assert kag_main([*selfplay, "--graph", sqlite_url, "--json"]) == 0
     rl = tmp_path / "rl"
     assert kag_main(["export", "rl", str(rl), "--graph", sqlite_url]) == 0
@@ -175,9 +175,10 @@ def test_kag_train_grpo_trains_writes_train_runs_and_resumes_at_the_next_prompts
     out = tmp_path / "grpo-run"
     argv = [
         "train", "grpo", "--data", str(rl), "--model", str(tiny_model_dir), "--graph", sqlite_url,
-        "--out", str(out), "--samples", "2", "--groups-per-step", "2", "--max-refills", "0",
-        "--max-turns", "2", "--max-new-tokens", "24", "--max-context-tokens", "1024",
+        "--out", str(out), "--samples", "4", "--groups-per-step", "2", "--max-refills", "2",
+        "--max-turns", "3", "--max-new-tokens", "48", "--max-context-tokens", "2048",
         "--kv-cache-gib", "0.25", "--lr", "1e-3", "--kl-coef", "0", "--seed", "5", "--json",
+        "--free-turns", "1", "--turn-penalty", "0.1", "--repetition-penalty", "0.05",
     ]  # fmt: skip
     assert kag_main([*argv, "--steps", "2"]) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -197,9 +198,14 @@ def test_kag_train_grpo_trains_writes_train_runs_and_resumes_at_the_next_prompts
     # the prompts of the whole run are the schedule's, in order, each once
     steps = [json.loads(x) for x in (out / "prompts.jsonl").read_text().splitlines()]
     drawn = [t for s in steps for t in s["task_ids"]]
-    assert [len(s["task_ids"]) for s in steps] == [2, 2, 2]
-    assert drawn == _take(PromptSchedule(prompts, seed=5), 6)
-    assert len(set(drawn)) == 6
+    assert [s["step"] for s in steps] == [1, 2, 3]
+    assert [len(s["task_ids"]) for s in steps] == [r["prompts"] for r in lines]
+    assert drawn == _take(PromptSchedule(prompts, seed=5), len(drawn))
+    assert len(set(drawn)) == min(len(drawn), len(prompts))
+    # a step that trained pushed its weights; the engine's log-probs matched the trainer's
+    trained = [r for r in lines if r["trained"]]
+    assert trained, lines
+    assert all(r["mismatch_abs_logp"] < 1e-2 and r["tokens"] > 0 for r in trained)
 
     with kag.open(sqlite_url) as g:
         for s in steps:
@@ -208,5 +214,5 @@ def test_kag_train_grpo_trains_writes_train_runs_and_resumes_at_the_next_prompts
             trajectories = [
                 t for b in g.store.iter_nodes("Trajectory", where={"run_id": run.id}) for t in b
             ]
-            assert sorted(t.task_id for t in trajectories) == sorted(s["task_ids"] * 2)
+            assert sorted(t.task_id for t in trajectories) == sorted(s["task_ids"] * 4)
     assert [s["run_id"] for s in steps] == [run_id_of_step("grpo-run", n) for n in (1, 2, 3)]
