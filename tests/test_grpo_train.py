@@ -216,3 +216,95 @@ def test_kag_train_grpo_trains_writes_train_runs_and_resumes_at_the_next_prompts
             ]
             assert sorted(t.task_id for t in trajectories) == sorted(s["task_ids"] * 4)
     assert [s["run_id"] for s in steps] == [run_id_of_step("grpo-run", n) for n in (1, 2, 3)]
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.vllm
+def test_a_run_killed_between_checkpoints_redoes_the_lost_steps_on_the_same_prompts(
+    tiny_model_dir: Path, sqlite_url: str, tmp_path: Path
+):
+    """`save_every=2`, killed after step 3: the resume starts from the step-2 checkpoint, redoes
+    step 3 on the same prompts under the same Run id (its rollouts overwritten, not doubled)."""
+    from transformers import AutoTokenizer
+
+    import kag
+    from kag.schema import Run
+    from kag.world import generate_world, write_world
+    from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
+    from selfplay.generation import RolloutSource
+    from selfplay.graph_tools import default_registry
+    from selfplay.proposer import Proposer
+    from selfplay.solver import EnginePolicy, SolverConfig
+    from selfplay.writeback import write_tasks
+    from trainer.grpo import GRPOStepConfig
+    from trainer.grpo_loss import GRPOLossConfig
+    from trainer.grpo_train import train_grpo
+    from trainer.sft import load_causal_lm
+
+    out = tmp_path / "run"
+    rl = tmp_path / "rl"
+    (rl / "data").mkdir(parents=True)
+    config = GRPOTrainConfig(
+        data_dir=rl,
+        out_dir=out,
+        steps=4,
+        save_every=2,
+        seed=1,
+        grpo=GRPOConfig(
+            samples=2,
+            groups_per_step=2,
+            max_refills=0,
+            shaping=RewardShaping(free_turns=0, turn_penalty=0.1),
+            step=GRPOStepConfig(learning_rate=1e-3, loss=GRPOLossConfig(kl_coef=0.0)),
+        ),
+    )
+    engine_config = VLLMEngineConfig(max_model_len=1024, kv_cache_gib=0.25)
+    with kag.open(sqlite_url) as g, VLLMEngine(tiny_model_dir, config=engine_config) as engine:
+        write_world(g, *generate_world(seed=6, size=200))
+        tasks = {t.id: t for t in Proposer(g).propose(10, hops=2, seed=4).tasks}
+        write_tasks(g.store, list(tasks.values()))
+        pq.write_table(pa.table({"task_id": list(tasks)}), rl / "data" / "train-00000.parquet")
+        tools = default_registry(g.store, sandbox=None)
+        policy = EnginePolicy(engine, logprobs=True)
+        solver = SolverConfig(max_turns=2, max_new_tokens=24, max_context_tokens=1024)
+
+        def rollouts_for(run_id):
+            source = RolloutSource(g.store, policy, tools=tools, run_id=run_id, solver=solver)
+            return source, Run(id=run_id, kind="train")
+
+        def kill_after_step_3(step, metrics):
+            if step == 3:
+                raise _Killed
+
+        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+        run = dict(engine=engine, task_of=tasks.__getitem__, rollouts_for=rollouts_for)
+        with pytest.raises(_Killed):
+            train_grpo(
+                load_causal_lm(tiny_model_dir),
+                tokenizer,
+                config=config,
+                **run,
+                on_step=kill_after_step_3,
+            )
+        killed = [json.loads(x) for x in (out / "prompts.jsonl").read_text().splitlines()]
+        assert [p["step"] for p in killed] == [1, 2, 3]
+        assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000002"]
+
+        result = train_grpo(load_causal_lm(tiny_model_dir), tokenizer, config=config, **run)
+        assert (result.steps, result.resumed_from) == (4, 2)
+        steps = [json.loads(x) for x in (out / "prompts.jsonl").read_text().splitlines()]
+        assert [p["step"] for p in steps] == [1, 2, 3, 4]
+        assert steps[2] == killed[2]  # step 3 redone on the same prompts
+        drawn = [t for p in steps for t in p["task_ids"]]
+        assert drawn == _take(PromptSchedule(list(tasks), seed=1), 8) and len(set(drawn)) == 8
+        metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in metrics] == [1, 2, 3, 4]
+        redone = [
+            t
+            for b in g.store.iter_nodes("Trajectory", where={"run_id": steps[2]["run_id"]})
+            for t in b
+        ]
+        assert len(redone) == 2 * 2
