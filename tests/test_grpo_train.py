@@ -308,3 +308,20 @@ def test_a_run_killed_between_checkpoints_redoes_the_lost_steps_on_the_same_prom
             for t in b
         ]
         assert len(redone) == 2 * 2
+
+
+def test_kag_train_grpo_names_prompts_missing_from_the_graph(sqlite_url, tmp_path, capsys):
+    from kag.cli import main as kag_main
+
+    (tmp_path / "rl" / "data").mkdir(parents=True)
+    pq.write_table(
+        pa.table({"task_id": ["task:nope"]}), tmp_path / "rl" / "data" / "train-00000.parquet"
+    )
+    argv = ["train", "grpo", "--data", str(tmp_path / "rl"), "--model", str(tmp_path / "m")]
+    assert kag_main([*argv, "--out", str(tmp_path / "out"), "--graph", sqlite_url]) == 2
+    assert "'task:nope'" in capsys.readouterr().err
+    assert (
+        kag_main([*argv, "--split", "test", "--out", str(tmp_path / "o2"), "--graph", sqlite_url])
+        == 2
+    )
+    assert "no test-*.parquet shard" in capsys.readouterr().err
