@@ -5,6 +5,7 @@
 | `GRPOStepConfig`   | the loss (`GRPOLossConfig`) and the optimizer settings, with sources   |
 | `token_logprobs`   | per-token log-probs, entropies and the MoE load-balancing loss         |
 | `grpo_step`        | old/ref log-probs -> loss -> backward -> clip -> optimizer step         |
+| `RewardShaping`    | efficiency (turns past the free ones) and repeated-tool-call penalties |
 | `GRPOConfig`       | samples per prompt, groups per step, dynamic-sampling refills, the step |
 | `GRPOTrainer`      | `step(tasks)`: rollouts -> drop uniform groups -> batch -> step -> sync |
 
@@ -18,8 +19,10 @@ reuses a batch; the mismatch against the engine is what `rollout_logp` corrects.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +37,8 @@ __all__ = [
     "TokenLogprobs",
     "token_logprobs",
     "grpo_step",
+    "RewardShaping",
+    "repeated_tool_calls",
     "GRPOConfig",
     "GRPOTrainer",
     "step_scores",
@@ -177,6 +182,76 @@ def grpo_step(
     return metrics
 
 
+def repeated_tool_calls(messages: Sequence[dict[str, Any]]) -> int:
+    """How many tool calls of a trajectory repeat an earlier one exactly (same name, same
+    arguments as JSON, key order ignored).
+
+    >>> call = lambda n, a: {"role": "assistant", "content": "", "tool_calls": [
+    ...     {"id": "c", "type": "function", "function": {"name": n, "arguments": a}}]}
+    >>> repeated_tool_calls([call("f", '{"x": 1, "y": 2}'), call("f", '{"y": 2, "x": 1}'),
+    ...                      call("f", '{"x": 1, "y": 2}'), call("g", '{"x": 1, "y": 2}')])
+    2
+    """
+    seen: set[tuple[str, str]] = set()
+    repeats = 0
+    for message in messages:
+        if message.get("role") != "assistant":
+            continue
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            arguments = function.get("arguments") or ""
+            # the same call written with another key order or spacing is the same call
+            with contextlib.suppress(TypeError, ValueError):
+                arguments = json.dumps(json.loads(arguments), sort_keys=True)
+            key = (str(function.get("name")), str(arguments))
+            repeats += key in seen
+            seen.add(key)
+    return repeats
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RewardShaping:
+    """Penalties added to the verifiers' reward before group normalisation.
+
+    reward - `turn_penalty` * max(0, assistant turns - `free_turns`)
+           - `repetition_penalty` * (tool calls repeating an earlier identical one)
+
+    Both penalties default to 0 (off): the reward is then exactly the verifiers'. The paper's
+    efficiency term ("free turns, then a linear penalty") is this shape; its size is the
+    user's call, small against the 0/1 outcome reward (e.g. 0.05 a turn) so that a correct
+    long answer still beats a wrong short one.
+
+    >>> shaping = RewardShaping(free_turns=2, turn_penalty=0.1, repetition_penalty=0.25)
+    >>> round(shaping.shape(1.0, n_turns=5, n_repeated=1), 6)  # 1 - 3 * 0.1 - 0.25
+    0.45
+    """
+
+    #: assistant turns that cost nothing; 4 covers a 2-3 hop search plus the answer
+    free_turns: int = 4
+    #: reward taken per assistant turn past `free_turns` (0: no efficiency penalty)
+    turn_penalty: float = 0.0
+    #: reward taken per tool call that repeats an earlier identical call (0: none)
+    repetition_penalty: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.free_turns, bool) or self.free_turns < 0:
+            raise ValueError(f"free_turns must be >= 0, got {self.free_turns!r}")
+        for name in ("turn_penalty", "repetition_penalty"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+    def shape(self, reward: float, *, n_turns: int, n_repeated: int) -> float:
+        """The shaped reward of a trajectory with `n_turns` assistant turns and `n_repeated`
+        repeated tool calls."""
+        extra_turns = max(0, n_turns - self.free_turns)
+        return reward - self.turn_penalty * extra_turns - self.repetition_penalty * n_repeated
+
+    def shape_messages(self, reward: float, messages: Sequence[dict[str, Any]]) -> float:
+        """`shape` with the turns and repeats counted in a DESIGN section 4 conversation."""
+        n_turns = sum(m.get("role") == "assistant" for m in messages)
+        return self.shape(reward, n_turns=n_turns, n_repeated=repeated_tool_calls(messages))
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GRPOConfig:
     """One GRPO training step: how many prompts, how many samples each, how hard to refill.
@@ -192,6 +267,8 @@ class GRPOConfig:
     #: extra rounds of rollouts to refill groups dropped for uniform reward (DAPO's dynamic
     #: sampling; verl's `max_num_gen_batches`); after them the step trains on what it has
     max_refills: int = 3
+    #: efficiency and repetition penalties on the verifiers' reward (both off by default)
+    shaping: RewardShaping = field(default_factory=RewardShaping)
     #: the optimizer step
     step: GRPOStepConfig = field(default_factory=GRPOStepConfig)
 
@@ -283,6 +360,9 @@ class GRPOTrainer:
         cfg = self.config
         started = time.perf_counter()
         kept: list[Any] = []
+        shaped: list[float] = []
+        all_raw: list[float] = []
+        all_shaped: list[float] = []
         n_groups = dropped = rounds = n_rollouts = n_accepted = 0
         while n_groups < cfg.groups_per_step and rounds <= cfg.max_refills:
             drawn = self._draw(tasks, cfg.groups_per_step - n_groups)
@@ -293,15 +373,25 @@ class GRPOTrainer:
             n_rollouts += len(scored)
             n_accepted += sum(s.verdict == "accepted" for s in scored)
             groups = [s.rollout.task.id for s in scored]
-            keep = filter_uniform_groups([s.reward for s in scored], groups)
+            rewards = [cfg.shaping.shape_messages(s.reward, s.rollout.messages) for s in scored]
+            all_raw += [float(s.reward) for s in scored]
+            all_shaped += rewards
+            keep = filter_uniform_groups(rewards, groups)
             dropped += keep.n_dropped
             n_groups += len(keep.kept)
-            kept += [s for s, ok in zip(scored, keep.rollout_mask, strict=True) if ok]
+            for s, r, ok in zip(scored, rewards, keep.rollout_mask, strict=True):
+                if ok:
+                    kept.append(s)
+                    shaped.append(r)
         metrics: dict[str, float] = {
             "groups_kept": float(n_groups),
             "groups_dropped": float(dropped),
             "rollout_rounds": float(rounds),
             "accept_rate": n_accepted / max(n_rollouts, 1),
+            "rollouts_total": float(n_rollouts),
+            # over every rollout of the step, dropped groups included
+            "verifier_reward_mean": _mean(all_raw),
+            "shaped_reward_mean": _mean(all_shaped),
             "time_rollout_s": time.perf_counter() - started,
         }
         if not kept:
@@ -323,7 +413,7 @@ class GRPOTrainer:
         steps = [step_scores(s) for s in kept]
         batch = build_batch(
             tokens,
-            [s.reward for s in kept],
+            shaped,
             [s.rollout.task.id for s in kept],
             pad_id=self.pad_id,
             accepted=[s.verdict == "accepted" for s in kept],
@@ -346,3 +436,7 @@ class GRPOTrainer:
             n_rollouts=float(len(kept)),
         )
         return metrics
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0

@@ -2,7 +2,8 @@
 
 `MetricsLogger(out_dir)` appends a line per `log(step, values)` (so a resumed run continues the same
 file), mirrors scalar values to TensorBoard when the `tensorboard` package is installed, and
-`close()` draws `loss.png` from the whole file with matplotlib.
+`close()` draws `loss.png` (SFT) or `reward.png` (GRPO, `curve="reward"`) from the whole file with
+matplotlib; without matplotlib installed it draws nothing and returns None.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLogger", "read_metrics", "plot_loss_curve"]
+__all__ = ["MetricsLogger", "read_metrics", "plot_loss_curve", "plot_reward_curve"]
 
 
 class MetricsLogger:
@@ -24,9 +25,17 @@ class MetricsLogger:
     """
 
     def __init__(
-        self, out_dir: str | Path, *, enabled: bool = True, tensorboard: bool | None = None
+        self,
+        out_dir: str | Path,
+        *,
+        enabled: bool = True,
+        tensorboard: bool | None = None,
+        curve: str = "loss",
     ) -> None:
+        if curve not in ("loss", "reward"):
+            raise ValueError(f"curve must be 'loss' or 'reward', got {curve!r}")
         self.out_dir = Path(out_dir)
+        self.curve = curve
         self.enabled = enabled
         self.path = self.out_dir / "metrics.jsonl"
         self._writer: Any = None
@@ -59,11 +68,16 @@ class MetricsLogger:
                     self._writer.add_scalar(f"train/{key}", value, step)
 
     def close(self) -> Path | None:
-        """Flush TensorBoard and draw `loss.png`; returns the PNG path (None when disabled)."""
+        """Flush TensorBoard and draw `loss.png` or `reward.png`; returns the PNG path (None when
+        disabled or matplotlib is not installed)."""
         if not self.enabled:
             return None
         if self._writer is not None:
             self._writer.close()
+        if importlib.util.find_spec("matplotlib") is None:
+            return None
+        if self.curve == "reward":
+            return plot_reward_curve(self.path, self.out_dir / "reward.png")
         return plot_loss_curve(self.path, self.out_dir / "loss.png")
 
 
@@ -99,6 +113,41 @@ def plot_loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path:
     ax.set_ylabel("cross-entropy (assistant tokens)")
     ax.set_title("SFT loss")
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png_path = Path(png_path)
+    fig.savefig(png_path)
+    plt.close(fig)
+    return png_path
+
+
+def plot_reward_curve(metrics_path: str | Path, png_path: str | Path) -> Path:
+    """Draw the GRPO reward (mean and one std band, steps that trained) and the accept rate
+    against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(metrics_path)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    trained = [r for r in records if r.get("reward_mean") is not None]
+    steps = [r["step"] for r in trained]
+    mean = [r["reward_mean"] for r in trained]
+    std = [r.get("reward_std") or 0.0 for r in trained]
+    ax.plot(steps, mean, label="reward (trained groups)")
+    ax.fill_between(
+        steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2
+    )
+    ax.plot(
+        [r["step"] for r in records],
+        [r.get("accept_rate", 0.0) for r in records],
+        label="accept rate (all rollouts)",
+    )
+    ax.set_xlabel("step")
+    ax.set_ylabel("reward / accept rate")
+    ax.set_title("GRPO reward")
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     png_path = Path(png_path)
     fig.savefig(png_path)

@@ -19,6 +19,7 @@ Each command is a module of the package it belongs to and is imported only when 
 | `kag selfplay run`       | `selfplay.cli:main`                  |
 | `kag eval`               | `selfplay.cli:eval_main`             |
 | `kag train sft`          | `trainer.cli:sft_main`               |
+| `kag train grpo`         | `kag.cli.grpo:main`                  |
 | `kag demo`               | `kag.cli.demo:main`                  |
 
 Every handler is `main(argv: list[str]) -> int`. Exit codes, the same for every command:
@@ -73,7 +74,10 @@ COMMANDS: dict[str, tuple[str | dict[str, str], str]] = {
     "model": ({"tiny": "trainer.cli:model_main"}, "build the tiny test MoE model"),
     "selfplay": ("selfplay.cli:main", "run self-play data generation"),
     "eval": ("selfplay.cli:eval_main", "held-out accept rate and pass@k of a model; an eval Run"),
-    "train": ({"sft": "trainer.cli:sft_main"}, "train MoE models"),
+    "train": (
+        {"sft": "trainer.cli:sft_main", "grpo": "kag.cli.grpo:main"},
+        "train MoE models",
+    ),
     "demo": ("kag.cli.demo:main", "the whole loop on the embedded default"),
 }
 

@@ -1,0 +1,195 @@
+"""`kag train grpo`: GRPO on the prompts of an `rl` dataset, rolled out on the in-process vLLM engine.
+
+The command wires the layers `trainer.grpo_train.train_grpo` keeps apart: the graph (tasks by id,
+the tools, the default verifiers, a Run of kind "train" per step) and the engine (vLLM at the
+checkpoint's dtype, kept in sync with the trained weights) on one side, the transformers model
+being trained on the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from kag.cli import UserError, add_graph_argument
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kag train grpo",
+        description=(
+            "GRPO on the tasks of an rl dataset: K rollouts per prompt through the self-play "
+            "solver on the in-process vLLM engine, rewards from the tasks' verifiers (plus the "
+            "optional efficiency and repetition penalties), one optimizer step per batch of "
+            "groups, weights pushed back into the engine. Rollouts are written to the graph as "
+            "Runs of kind 'train'. The same command with the same --out resumes a killed run."
+        ),
+    )
+    add_graph_argument(parser)
+    parser.add_argument("--data", required=True, metavar="RL_DIR", help="`kag export rl` dataset")
+    parser.add_argument("--split", default="train", help="dataset split (default: train)")
+    parser.add_argument("--model", required=True, metavar="DIR", help="start checkpoint (SFT)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="run directory")
+    parser.add_argument("--steps", type=int, default=10, help="optimizer steps (default: 10)")
+    parser.add_argument("--samples", type=int, default=8, help="rollouts per prompt (default: 8)")
+    parser.add_argument(
+        "--groups-per-step", type=int, default=4, help="prompts per step (default: 4)"
+    )
+    parser.add_argument(
+        "--max-refills", type=int, default=3, help="refill rounds for uniform groups (default: 3)"
+    )
+    parser.add_argument("--lr", type=float, default=1e-6, help="learning rate (default: 1e-6)")
+    parser.add_argument("--kl-coef", type=float, default=1e-3, help="KL to the start model")
+    parser.add_argument("--free-turns", type=int, default=4, help="turns without penalty")
+    parser.add_argument("--turn-penalty", type=float, default=0.0, help="reward per extra turn")
+    parser.add_argument(
+        "--repetition-penalty", type=float, default=0.0, help="reward per repeated tool call"
+    )
+    parser.add_argument("--save-every", type=int, default=1, help="checkpoint every N steps")
+    parser.add_argument("--seed", type=int, default=0, help="prompt order, RNGs, sampling")
+    parser.add_argument("--name", default=None, help="run name in Run ids (default: OUT's name)")
+    parser.add_argument("--max-turns", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="new tokens per turn")
+    parser.add_argument("--max-context-tokens", type=int, default=4096)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument(
+        "--kv-cache-gib", type=float, default=1.0, help="vLLM KV cache in GiB (default: 1.0)"
+    )
+    parser.add_argument(
+        "--python-tool", action="store_true", help="also offer the sandboxed python tool"
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """`kag train grpo --data RL_DIR --model DIR --out DIR [--graph URL] [--steps N] ...`."""
+    args = _parser().parse_args(argv)
+
+    import kag
+    from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
+    from selfplay.families import family_suite, task_setup
+    from selfplay.generation import RolloutSource
+    from selfplay.graph_tools import default_registry
+    from selfplay.sandbox import SandboxConfig
+    from selfplay.scoring import Scorer
+    from selfplay.solver import EnginePolicy, SolverConfig
+    from trainer.grpo import GRPOConfig, GRPOStepConfig, RewardShaping
+    from trainer.grpo_loss import GRPOLossConfig
+    from trainer.grpo_train import GRPOTrainConfig, read_prompt_ids, train_grpo
+    from trainer.sft import load_causal_lm
+
+    config = GRPOTrainConfig(
+        data_dir=args.data,
+        out_dir=args.out,
+        split=args.split,
+        steps=args.steps,
+        seed=args.seed,
+        save_every=args.save_every,
+        name=args.name,
+        grpo=GRPOConfig(
+            samples=args.samples,
+            groups_per_step=args.groups_per_step,
+            max_refills=args.max_refills,
+            shaping=RewardShaping(
+                free_turns=args.free_turns,
+                turn_penalty=args.turn_penalty,
+                repetition_penalty=args.repetition_penalty,
+            ),
+            step=GRPOStepConfig(learning_rate=args.lr, loss=GRPOLossConfig(kl_coef=args.kl_coef)),
+        ),
+    )
+    solver = SolverConfig(
+        max_turns=args.max_turns,
+        max_new_tokens=args.max_new_tokens,
+        max_context_tokens=args.max_context_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
+    task_ids = read_prompt_ids(args.data, split=args.split)
+    with kag.open(args.graph) as graph:
+        store = graph.store
+        tasks: dict[str, Any] = {t.id: t for t in store.get_nodes("Task", task_ids)}
+        missing = [t for t in task_ids if t not in tasks]
+        if missing:
+            raise UserError(
+                f"{len(missing)} task(s) of {args.data} are not in the graph {args.graph}, e.g. "
+                f"{missing[0]!r}: pass the graph the dataset was exported from"
+            )
+        families = {t.family for t in tasks.values()}
+        python = args.python_tool or "compute" in families
+        tools = default_registry(store, sandbox=SandboxConfig() if python else None)
+        setup = task_setup(store)
+        scorer = Scorer(
+            tools,
+            suites={f: family_suite(f) for f in families | {"tool_use"} if f != "search"},
+            store=store,
+            setup=setup,
+        )
+        model = load_causal_lm(args.model)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        engine = VLLMEngine(
+            args.model,
+            config=VLLMEngineConfig(
+                max_model_len=max(args.max_context_tokens, 256),
+                kv_cache_gib=args.kv_cache_gib,
+                # vLLM's CPU sampler crashes on a seeded request whose prefill is split across
+                # steps: prefill prompts whole (as `kag selfplay run` does)
+                engine_kwargs={
+                    "enable_chunked_prefill": False,
+                    "max_num_batched_tokens": max(args.max_context_tokens, 16384),
+                },
+            ),
+        )
+        policy = EnginePolicy(engine, temperature=args.temperature, logprobs=True)
+
+        def rollouts_for(run_id: str) -> tuple[RolloutSource, Any]:
+            from kag.schema import Run
+
+            run = Run(id=run_id, kind="train", config={"stage": "grpo", "model": args.model})
+            source = RolloutSource(
+                store, policy, tools=tools, run_id=run_id, solver=solver, scorer=scorer, setup=setup
+            )
+            return source, run
+
+        try:
+            result = train_grpo(
+                model,
+                tokenizer,
+                config=config,
+                engine=engine,
+                task_of=tasks.__getitem__,
+                rollouts_for=rollouts_for,
+            )
+        finally:
+            engine.close()
+    last = result.metrics[-1] if result.metrics else {}
+    summary = {
+        "out_dir": str(result.out_dir),
+        "model_dir": str(result.model_dir),
+        "steps": result.steps,
+        "resumed_from": result.resumed_from,
+        "trained_this_call": result.steps - result.resumed_from,
+        "reward_mean": last.get("reward_mean"),
+        "accept_rate": last.get("accept_rate"),
+        "reward_png": str(result.reward_png) if result.reward_png else None,
+    }
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        plot = (
+            f"plot: {result.reward_png}"
+            if result.reward_png
+            else "reward.png skipped: matplotlib is not installed"
+        )
+        print(
+            f"GRPO: step {result.steps} of {config.steps} ({summary['trained_this_call']} this "
+            f"call, resumed from {result.resumed_from}); last accept rate "
+            f"{last.get('accept_rate', float('nan')):.3f}; model: {result.model_dir}; {plot}"
+        )
+    return 0
