@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import random
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +37,7 @@ import torch
 
 from trainer.grpo import GRPOConfig, GRPOTrainer
 from trainer.metrics import MetricsLogger, read_metrics
+from trainer.state import jsonable, rng_state, seed_everything, set_rng_state
 
 __all__ = [
     "METRIC_KEYS",
@@ -284,7 +284,7 @@ def train_grpo(
         step, schedule = _load_checkpoint(latest, trainer, schedule.task_ids)
         engine.update_weights(model)
     else:
-        _seed_everything(config.seed)
+        seed_everything(config.seed)
     resumed_from = step
     logger.truncate_after(step)
     _truncate_jsonl(out_dir / "prompts.jsonl", step)
@@ -383,7 +383,7 @@ def _save_checkpoint(
     tmp.mkdir(parents=True)
     torch.save(trainer.model.state_dict(), tmp / "model.pt")
     torch.save(trainer.optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(_rng_state(), tmp / "rng.pt")
+    torch.save(rng_state(), tmp / "rng.pt")
     state = {"step": step, "schedule": schedule.state(), "trainer_steps": trainer.steps}
     (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
     shutil.rmtree(final, ignore_errors=True)
@@ -406,7 +406,7 @@ def _load_checkpoint(
     trainer.model.load_state_dict(torch.load(path / "model.pt", weights_only=True))
     trainer.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     trainer.steps = int(state["trainer_steps"])
-    _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    set_rng_state(torch.load(path / "rng.pt", weights_only=False))
     return int(state["step"]), schedule
 
 
@@ -420,40 +420,5 @@ def _truncate_jsonl(path: Path, step: int) -> None:
 
 
 def _write_run_info(out_dir: Path, config: GRPOTrainConfig, schedule: PromptSchedule) -> None:
-    info = {"config": _jsonable(asdict(config)), "prompts": len(schedule.task_ids)}
+    info = {"config": jsonable(asdict(config)), "prompts": len(schedule.task_ids)}
     (out_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, int | float | str | bool) or value is None:
-        return value
-    return str(value)

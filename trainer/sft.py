@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import json
 import math
-import random
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -62,6 +61,7 @@ from trainer.packing import (
     collate_rows,
     pack_documents,
 )
+from trainer.state import jsonable, rng_state, seed_everything, set_rng_state
 
 __all__ = [
     "SFTConfig",
@@ -350,12 +350,6 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_ratio: 
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 # --------------------------------------------------------------------------- the trainer
 
 
@@ -520,7 +514,7 @@ class SFTTrainer:
         if not self.ctx.is_main:
             return
         info = {
-            "config": _jsonable(asdict(self.config)),
+            "config": jsonable(asdict(self.config)),
             "world_size": self.ctx.world_size,
             "attention": self.attention,
             "parallel": self.strategy,
@@ -550,7 +544,7 @@ class SFTTrainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         self.ctx.barrier()
-        torch.save(_rng_state(), tmp / f"rng-rank{self.ctx.rank:05d}.pt")
+        torch.save(rng_state(), tmp / f"rng-rank{self.ctx.rank:05d}.pt")
         if self.ctx.is_main:
             save_file(_distinct_tensors(model_state), tmp / "model.safetensors")
             torch.save(optim_state, tmp / "optimizer.pt")
@@ -608,7 +602,7 @@ class SFTTrainer:
         self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
         self.step = int(state["step"])
         rng_file = path / f"rng-rank{self.ctx.rank:05d}.pt"
-        _set_rng_state(torch.load(rng_file, weights_only=False))
+        set_rng_state(torch.load(rng_file, weights_only=False))
         self.logger.truncate_after(self.step)
 
     def save_final_model(self, target: Path | None = None) -> Path:
@@ -675,32 +669,3 @@ def _mean_load(loads: list[torch.Tensor], ctx: DistributedContext) -> list[list[
         return []
     total = all_reduce_sum(torch.stack(loads).sum(0), ctx)
     return [[round(x, 4) for x in row] for row in (total / (len(loads) * ctx.world_size)).tolist()]
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, int | float | str | bool) or value is None:
-        return value
-    return str(value)

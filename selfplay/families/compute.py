@@ -931,8 +931,8 @@ class ComputeOraclePolicy:
         self.fallback = fallback
 
     def count_tokens(self, rollout: Rollout, *, tools: list[dict[str, Any]]) -> int:
-        """A rough count (4 characters a token): the oracle has no tokenizer."""
-        return sum(len(m.get("content") or "") for m in rollout.messages) // 4 + 1
+        """The search oracle's rough count: neither oracle has a tokenizer."""
+        return self.fallback.count_tokens(rollout, tools=tools)
 
     def act(self, requests: Sequence[TurnRequest], *, tools: list[dict[str, Any]]) -> list[Action]:
         others = [r for r in requests if r.rollout.task.family != FAMILY]
