@@ -46,9 +46,9 @@ def test_version_prints_the_package_version(capsys):
 def test_help_advertises_only_the_training_stages_that_exist(capsys):
     assert kag_main(["--help"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("train"))
-    assert line.split(None, 1)[1] == "train MoE models (sft)"
-    assert kag_main(["train", "grpo"]) == 2
-    assert "unknown subcommand 'grpo'" in capsys.readouterr().err
+    assert line.split(None, 1)[1] == "train MoE models (sft, grpo)"
+    assert kag_main(["train", "opd"]) == 2
+    assert "unknown subcommand 'opd'" in capsys.readouterr().err
 
 
 def test_every_advertised_handler_exists():
