@@ -26,7 +26,10 @@ def _tiny_fb15k(root: Path) -> Path:
 def _ingest_lines(results: list[dict]) -> dict[str, dict]:
     lines = {r["metric"]: r for r in results if r["unit"] == "relations/s"}
     for line in lines.values():
-        assert line["ratio"] == round(line["value"] / line["baseline_value"], 1)
+        # the ratio is of the unrounded figures; the printed value and baseline are rounded to
+        # one decimal, so their quotient may differ from it by a rounding step
+        expected = line["value"] / line["baseline_value"]
+        assert line["ratio"] == pytest.approx(expected, rel=0.05, abs=0.1)
     return lines
 
 
