@@ -223,6 +223,38 @@ def _text_blocks(path: Path, progress: _Progress) -> Iterator[tuple[int, list[st
                 return
 
 
+def _json_objects(
+    path: Path, progress: _Progress, *, required: str
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of every non-blank line of a JSON Lines file; a line that is not
+    a JSON object, or lacks the `required` key, is an `ImportFileError` naming it."""
+    for number, text in _lines(path, progress):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ImportFileError(path, number, None, f"is not valid JSON: {err.msg}") from None
+        if not isinstance(row, dict):
+            raise ImportFileError(path, number, None, "must be a JSON object")
+        if required not in row:
+            raise ImportFileError(path, number, required, "key is missing")
+        yield number, row
+
+
+def _string_fields(
+    path: Path, number: int, row: dict[str, Any], fields: Sequence[str]
+) -> list[str]:
+    """The values of `fields` in a JSON row ("" when absent); a non-string is an error."""
+    values = []
+    for name in fields:
+        value = row.get(name, "")
+        if not isinstance(value, str):
+            raise ImportFileError(path, number, name, f"must be a string, got {value!r:.80}")
+        values.append(value)
+    return values
+
+
 def _lines(path: Path, progress: _Progress) -> Iterator[tuple[int, str]]:
     """(line number, text) of every line of a UTF-8 file."""
     for first, lines in _text_blocks(path, progress):
@@ -537,26 +569,8 @@ def _side_file_rows(
     included, for the caller to split."""
     fmt = _EXTENSIONS.get(path.suffix.lower(), "tsv")
     if fmt == "jsonl":
-        for number, text in _lines(path, progress):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ImportFileError(path, number, None, f"is not valid JSON: {err.msg}") from None
-            if not isinstance(row, dict):
-                raise ImportFileError(path, number, None, "must be a JSON object")
-            if fields[0] not in row:
-                raise ImportFileError(path, number, fields[0], "key is missing")
-            values = []
-            for name in fields:
-                value = row.get(name, "")
-                if not isinstance(value, str):
-                    raise ImportFileError(
-                        path, number, name, f"must be a string, got {value!r:.80}"
-                    )
-                values.append(value)
-            yield number, values
+        for number, row in _json_objects(path, progress, required=fields[0]):
+            yield number, _string_fields(path, number, row, fields)
         return
     if fmt == "parquet":
         raise ImportFileError(
@@ -609,25 +623,8 @@ def _entity_rows(
     left out. Without such a header a row is `id, name, type, description`, the description
     keeping any further delimiters (as before props existed)."""
     if _EXTENSIONS.get(path.suffix.lower(), "tsv") == "jsonl":
-        for number, text in _lines(path, progress):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ImportFileError(path, number, None, f"is not valid JSON: {err.msg}") from None
-            if not isinstance(row, dict):
-                raise ImportFileError(path, number, None, "must be a JSON object")
-            if "id" not in row:
-                raise ImportFileError(path, number, "id", "key is missing")
-            values = []
-            for name in _ENTITY_FIELDS:
-                value = row.get(name, "")
-                if not isinstance(value, str):
-                    raise ImportFileError(
-                        path, number, name, f"must be a string, got {value!r:.80}"
-                    )
-                values.append(value)
+        for number, row in _json_objects(path, progress, required="id"):
+            values = _string_fields(path, number, row, _ENTITY_FIELDS)
             extra = row.get("props", {})
             if not isinstance(extra, dict):
                 raise ImportFileError(

@@ -27,13 +27,12 @@ from selfplay.families.compute import (
     derived_entity_id,
     growth_batch,
     parse_number,
-    write_compute_rollouts,
 )
 from selfplay.graph_tools import default_registry
 from selfplay.proposer import Proposer, ProposerConfig
 from selfplay.scoring import Scorer
 from selfplay.solver import Solver, SolverConfig
-from selfplay.writeback import write_tasks
+from selfplay.writeback import write_rollouts, write_tasks
 
 # sha256 of the names, types, domains, descriptions, relations and phrases that seeds gave
 # before entities had numeric attributes (the learning benchmark and the demo depend on them)
@@ -420,7 +419,7 @@ def test_accepted_compute_trajectories_grow_the_graph_on_every_backend(graph):
     scored, _, _ = _solve(graph, tasks)
     assert {s.verdict for s in scored} == {"accepted"}
     run = Run(id="compute-1", kind="selfplay")
-    write_compute_rollouts(graph.store, scored, run=run)
+    write_rollouts(graph.store, scored, grow=growth_batch, run=run)
     growing = [s for s in scored if s.rollout.task.props["template"] != "compare"]
     derived = [graph.get_entity(derived_entity_id(s.rollout.task.id)) for s in growing]
     assert all(d is not None for d in derived)
@@ -454,7 +453,7 @@ def test_accepted_compute_trajectories_grow_the_graph_on_every_backend(graph):
     phrases = graph.relation_phrases()
     assert all("{x}" in phrases[s.rollout.task.props["attribute"]] for s in growing)
     before = graph.stats()
-    write_compute_rollouts(graph.store, scored, run=run)
+    write_rollouts(graph.store, scored, grow=growth_batch, run=run)
     after = graph.stats()
     assert after["nodes"] == before["nodes"] and after["edges"] == before["edges"]
     assert after["edges"]["PRODUCES"] == len(growing)
@@ -477,7 +476,7 @@ def test_rejected_trajectories_grow_nothing(graph):
     assert {s.verdict for s in wrong} == {"rejected"}
     assert all(len(growth_batch(s)) == 0 for s in wrong)
     relations = graph.stats()["relation_types"]
-    write_compute_rollouts(graph.store, wrong, run=Run(id="compute-1", kind="selfplay"))
+    write_rollouts(graph.store, wrong, grow=growth_batch, run=Run(id="compute-1", kind="selfplay"))
     stats = graph.stats()
     assert stats["edges"].get("PRODUCES", 0) == stats["edges"].get("DEPENDS_ON", 0) == 0
     assert graph.count("Entity", where={"type": "derived_fact"}) == 0
@@ -489,7 +488,7 @@ def test_a_later_proposal_walks_a_grown_relation(graph):
     _graph_with_world(graph, size=200)
     tasks = ComputeProposer(graph, config=ComputeConfig(templates=("sum",))).propose(4, seed=0)
     scored, _, _ = _solve(graph, tasks.tasks)
-    write_compute_rollouts(graph.store, scored, run=Run(id="compute-1", kind="selfplay"))
+    write_rollouts(graph.store, scored, grow=growth_batch, run=Run(id="compute-1", kind="selfplay"))
     grown = sorted({t.props["attribute"] for t in tasks.tasks})
     later = Proposer(graph, config=ProposerConfig(relation_types=tuple(grown))).propose(
         4, hops=1, seed=0
@@ -554,7 +553,7 @@ def test_one_oracle_and_one_writer_serve_a_run_that_mixes_families(sqlite_url):
         }
         scored = [by_family[r.task.family].score([r])[0] for r in rollouts]
         assert [s.verdict for s in scored] == ["accepted"] * 6
-        write_compute_rollouts(g.store, scored, run=Run(id="mixed", kind="selfplay"))
+        write_rollouts(g.store, scored, grow=growth_batch, run=Run(id="mixed", kind="selfplay"))
         produced = {e.target for e in g.edges("PRODUCES")}
         growing = [t for t in compute_tasks if t.props["template"] != "compare"]
         assert produced == {derived_entity_id(t.id) for t in growing}

@@ -45,7 +45,6 @@ __all__ = [
     "PROPOSED_FAMILIES",
     "check_families",
     "family_suite",
-    "family_suites",
     "grow_graph",
     "FamilyProposer",
     "split_request",
@@ -96,11 +95,6 @@ def family_suite(family: str, *, judge: Any = None) -> VerifierSuite:
 
         return suite()
     return VerifierSuite.default(judge=judge)
-
-
-def family_suites(families: Sequence[str], *, judge: Any = None) -> dict[str, VerifierSuite]:
-    """Family -> suite for every family of a run but search (the default suite scores it)."""
-    return {f: family_suite(f, judge=judge) for f in families if f != "search"}
 
 
 def split_request(n: int, families: Sequence[str]) -> dict[str, int]:

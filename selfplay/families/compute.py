@@ -10,7 +10,6 @@
 | `ComputeOraclePolicy`      | gold policy: relations, `get_entity`, the `python` tool, its output   |
 | `growth_batch`             | what an accepted trajectory adds: a derived Entity, PRODUCES,         |
 |                            | DEPENDS_ON and a relation from the subject                            |
-| `write_compute_rollouts`   | rollouts and their growth in one transaction                          |
 | `COMPUTE_SYSTEM_PROMPT`    | the solver's system prompt for compute tasks                          |
 
 Templates (the attribute names are the numeric `props` keys of the entities, quoted so a policy
@@ -68,7 +67,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from kag.schema import Edge, Entity, Relation, Run, Task
+from kag.schema import Edge, Entity, Relation, Task
 from kag.stores.base import GraphBatch, GraphStore
 from kag.walks import CSRGraph
 from selfplay.answers import leaked_answer, normalize_answer, score_answer
@@ -90,7 +89,7 @@ from selfplay.verifiers import (
     tool_steps,
     trajectory_messages,
 )
-from selfplay.writeback import ScoredRollout, write_rollouts
+from selfplay.writeback import ScoredRollout
 
 __all__ = [
     "COMPUTE_SYSTEM_PROMPT",
@@ -107,7 +106,6 @@ __all__ = [
     "numeric_props",
     "parse_number",
     "suite",
-    "write_compute_rollouts",
 ]
 
 FAMILY = "compute"
@@ -1117,16 +1115,3 @@ def growth_batch(scored: ScoredRollout) -> GraphBatch:
     for index in sources:
         batch.add(_edge("DEPENDS_ON", "Step", producer_id, "Step", step_id(r.id, index)))
     return batch
-
-
-def write_compute_rollouts(
-    store: GraphStore, items: Sequence[ScoredRollout], *, run: Run | None = None
-) -> int:
-    """`selfplay.writeback.write_rollouts` plus the growth of every accepted compute rollout,
-    in one transaction (on Neo4j: one write); returns the number of records written. Rollouts
-    of other families grow nothing, so it can stand in for `write_rollouts` in any run.
-
-    >>> write_compute_rollouts(store, scorer.score(rollouts), run=run)  # doctest: +SKIP
-    412
-    """
-    return write_rollouts(getattr(store, "store", store), items, run=run, grow=growth_batch)
