@@ -20,6 +20,7 @@ Each command is a module of the package it belongs to and is imported only when 
 | `kag eval`               | `selfplay.cli:eval_main`             |
 | `kag train sft`          | `trainer.cli:sft_main`               |
 | `kag train grpo`         | `kag.cli.grpo:main`                  |
+| `kag loop`               | `kag.cli.loop:main`                  |
 | `kag demo`               | `kag.cli.demo:main`                  |
 
 Every handler is `main(argv: list[str]) -> int`. Exit codes, the same for every command:
@@ -78,6 +79,7 @@ COMMANDS: dict[str, tuple[str | dict[str, str], str]] = {
         {"sft": "trainer.cli:sft_main", "grpo": "kag.cli.grpo:main"},
         "train MoE models",
     ),
+    "loop": ("kag.cli.loop:main", "the resumable loop: demos, SFT, teachers, OPD, eval, self-play"),
     "demo": ("kag.cli.demo:main", "the whole loop on the embedded default"),
 }
 

@@ -1,0 +1,233 @@
+"""`kag loop` and `kag demo`: the recipe as one resumable pipeline, and the report it writes.
+
+The demo runs at a reduced size through the real stages (SQLite graph, oracle self-play, Parquet
+exports, the tiny MoE trained with SFT, GRPO and OPD, vLLM evaluations and student self-play);
+every number of its report is checked against the eval Runs of the graph and against `kag eval`
+itself. A second loop of the same settings is stopped between stages and killed inside one, then
+resumed, and must end with the graph an uninterrupted loop makes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kag
+from kag.cli import main as kag_main
+from kag.cli.loop import LoopConfig, steer_hops
+
+#: the reduced demo: two rounds, both families, every stage, a few steps each
+SMALL = [
+    "--world-size", "200", "--heldout", "3", "--demos", "60", "--sft-epochs", "1",
+    "--sft-max-steps", "12", "--grpo-steps", "1", "--grpo-samples", "2", "--grpo-groups", "2",
+    "--opd-steps", "1", "--student-tasks", "3", "--max-turns", "3",
+]  # fmt: skip
+#: the resumed loop: two rounds without teachers (fewer engine starts), so a kill is affordable
+RESUMABLE = [
+    "--world-size", "200", "--heldout", "3", "--demos", "40", "--sft-epochs", "1",
+    "--sft-max-steps", "8", "--grpo-steps", "0", "--student-tasks", "3", "--max-turns", "3",
+]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    root = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _kag(*argv: str, log: Path) -> subprocess.CompletedProcess:
+    with log.open("a") as out:
+        return subprocess.run(
+            [sys.executable, "-m", "kag.cli", *argv],
+            env=_env(),
+            stdout=out,
+            stderr=out,
+            timeout=1800,
+        )
+
+
+def _counts(url: str) -> dict[str, Any]:
+    with kag.open(url) as graph:
+        stats = graph.store.stats()
+    return {"nodes": stats["nodes"], "edges": stats["edges"]}
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+def test_loop_stages_train_teachers_once_and_skip_the_last_rounds_student() -> None:
+    stages = LoopConfig(workdir="w", rounds=2).stages()
+    assert stages[:3] == ["r0-curate", "r0-heldout", "r0-demos"]
+    assert [s for s in stages if "grpo" in s and not s.startswith("r0-eval")] == [
+        "r0-grpo-search",
+        "r0-grpo-compute",
+    ]
+    assert "r0-student" in stages and "r1-student" not in stages
+    assert stages[-2:] == ["r1-opd", "r1-eval-opd"]
+    retrain = LoopConfig(workdir="w", rounds=2, retrain_teachers=True).stages()
+    assert "r1-grpo-compute" in retrain
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"families": ("search", "tool_use")}, "cannot propose"),
+        ({"families": ("search", "search")}, "listed twice"),
+        ({"loop_id": "a:b"}, "loop id"),
+        ({"rounds": 0}, "rounds must be >= 1"),
+        ({"grpo_steps": -1}, "grpo_steps must be >= 0"),
+    ],
+)
+def test_loop_config_names_what_is_wrong(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LoopConfig(workdir="w", **changes)
+
+
+def test_student_is_steered_to_the_hops_it_fails_at() -> None:
+    assert steer_hops({"2": {"accept_rate": 0.9}, "3": {"accept_rate": 0.2}}, base=2) == "3-4"
+    assert steer_hops({"2": {"accept_rate": 0.0}, "3": {"accept_rate": 0.5}}, base=2) == "2-4"
+
+
+def test_a_rerun_with_other_settings_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    work = tmp_path / "loop"
+    argv = ["loop", "--workdir", str(work), *RESUMABLE, "--stop-after", "r0-heldout"]
+    assert kag_main(argv) == 0
+    counts = _counts(f"sqlite:///{work / 'kag.db'}")
+    assert kag_main([*argv[:-2], "--demos", "41"]) == 2
+    assert "demos: 40 -> 41" in capsys.readouterr().err
+    assert _counts(f"sqlite:///{work / 'kag.db'}") == counts
+    assert kag_main(["loop", "--workdir", str(work), "--stop-after", "r9-sft"]) == 2
+
+
+# -- the demo and its report ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("demo") / "demo"
+    log = work.parent / "demo.log"
+    done = _kag("demo", "--workdir", str(work), *SMALL, log=log)
+    assert done.returncode == 0, log.read_text()[-4000:]
+    return work
+
+
+def _report_rows(text: str) -> dict[str, list[str]]:
+    """Stage label -> the cells of its row in the accept-rate table of report.md."""
+    table = text.split("## Held-out accept rate per stage", 1)[1].split("\n\n", 2)[1]
+    rows = [r.strip("|").split("|") for r in table.splitlines()[2:] if r.startswith("|")]
+    return {r[0].strip(): [c.strip() for c in r[1:]] for r in rows}
+
+
+def test_demo_report_numbers_are_those_of_the_graph_and_kag_eval(demo: Path, capsys) -> None:
+    numbers = json.loads((demo / "report.json").read_text())
+    labels = [e["label"] for e in numbers["evals"]]
+    assert labels == [
+        "base (untrained)",
+        "r0 SFT",
+        "r0 teacher search",
+        "r0 teacher compute",
+        "r0 OPD student",
+        "r1 SFT",
+        "r1 OPD student",
+    ]
+    url = f"sqlite:///{demo / 'kag.db'}"
+    text = (demo / "report.md").read_text()
+    rows = _report_rows(text)
+    for e in numbers["evals"]:
+        # the graph's eval Run
+        with kag.open(url) as graph:
+            run = graph.store.get_nodes("Run", [e["run_id"]])[0]
+        assert run.kind == "eval" and run.status == "completed"
+        c = run.counters
+        assert (e["tasks"], e["accepted"], e["accept_rate"]) == (
+            c["tasks"],
+            c["greedy_accepted"],
+            c["accept_rate"],
+        )
+        assert c["tasks"] == 6 and c["tasks_in_datasets"] == 0  # held out: never exported
+        for fam, v in e["by_family"].items():
+            assert v["accept_rate"] == c["by_family"][fam]["accept_rate"]
+        # `kag eval` with the same run id reports the finished run
+        assert kag_main(["eval", "--run-id", e["run_id"], "--model", e["model"], "--tasks",
+                         f"run:{numbers['loop_id']}-r0-heldout", "--max-turns", "3",
+                         "--python-tool", "--json", "--no-progress", "--graph", url]) == 0  # fmt: skip
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert report["accept_rate"] == e["accept_rate"]
+        assert report["written_this_call"] == 0
+        # and report.md shows the same numbers
+        cells = rows[e["label"]]
+        assert cells[0] == f"`{e['run_id']}`"
+        assert float(cells[-1]) == pytest.approx(e["accept_rate"], abs=5e-4)
+        for i, fam in enumerate(sorted(e["by_family"])):
+            assert float(cells[1 + i]) == pytest.approx(
+                e["by_family"][fam]["accept_rate"], abs=5e-4
+            )
+    for png in ("accept_rate.png", "loss.png", "reward.png"):
+        assert (demo / png).stat().st_size > 1000
+        assert f"]({png})" in text
+
+
+def test_demo_records_every_stage_and_the_student_data_feeds_round_one(demo: Path) -> None:
+    url = f"sqlite:///{demo / 'kag.db'}"
+    config = LoopConfig(workdir=str(demo), loop_id="demo", rounds=2)
+    with kag.open(url) as graph:
+        store = graph.store
+        stages = store.get_nodes("Run", [config.stage_record_id(s) for s in config.stages()])
+        assert len(stages) == len(config.stages())
+        student = store.get_nodes("Run", ["demo-r0-student"])[0]
+        accepted = student.counters["accepted"]
+    numbers = json.loads((demo / "report.json").read_text())
+    rows = {s["stage"]: s for s in numbers["stages"]}
+    r0 = json.loads((demo / "datasets/r0/sft/manifest.json").read_text())["rows"]
+    r1 = json.loads((demo / "datasets/r1/sft/manifest.json").read_text())["rows"]
+    assert r1 == r0 + accepted  # the student's accepted trajectories joined round 1's data
+    assert rows["r0-demos"]["trajectories"] == 60
+    assert all(s["wall_s"] > 0 for s in numbers["stages"])
+    assert numbers["coverage"]["r0-demos"]["accepted_tasks"] > 0
+    text = (demo / "report.md").read_text()
+    for stage in config.stages():
+        assert f"| {stage} |" in text
+
+
+# -- killed and resumed --------------------------------------------------------------------
+
+
+def test_a_loop_stopped_and_killed_then_resumed_ends_with_the_uninterrupted_graph(
+    tmp_path: Path,
+) -> None:
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    log = tmp_path / "loop.log"
+    assert _kag("loop", "--workdir", str(whole), *RESUMABLE, log=log).returncode == 0
+    # stopped between stages twice, at stages picked from the list
+    stages = LoopConfig(workdir="w", grpo_steps=0, student_tasks=3).stages()
+    for stop in (stages[2], stages[6]):
+        done = _kag("loop", "--workdir", str(broken), *RESUMABLE, "--stop-after", stop, log=log)
+        assert done.returncode == 0, log.read_text()[-3000:]
+    # killed (the whole process group, vLLM's engine included) inside the student self-play
+    with log.open("a") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kag.cli", "loop", "--workdir", str(broken), *RESUMABLE],
+            env=_env(),
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    deadline = time.time() + 900
+    while time.time() < deadline and "== r0-student\n" not in log.read_text():
+        assert proc.poll() is None, log.read_text()[-3000:]
+        time.sleep(1)
+    time.sleep(15)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = _kag("loop", "--workdir", str(broken), *RESUMABLE, log=log)
+    assert resumed.returncode == 0, log.read_text()[-3000:]
+    assert re.search(r"r0-curate: finished earlier", log.read_text())
+    assert _counts(f"sqlite:///{broken / 'kag.db'}") == _counts(f"sqlite:///{whole / 'kag.db'}")
