@@ -20,10 +20,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from checkpoints import check_model_dir, saved_dtype
+from selfplay.engines.openai import OpenAIEngine, OpenAIEngineConfig
+from selfplay.engines.vllm import WEIGHT_SYNC_EXTENSION
 
 __all__ = ["VLLMServer", "VLLMServerConfig", "free_port"]
 
@@ -50,6 +52,11 @@ class VLLMServerConfig:
     # the server parses <tool_call> blocks into `tool_calls` (Qwen/hermes format, as the tiny model
     # writes them); vLLM refuses requests with tools unless a parser is set, so None suits tool-less use
     tool_call_parser: str | None = "hermes"
+    #: let the server take new weights in place (`OpenAIEngine.update_weights` / `reload`):
+    #: vLLM's development endpoints (`VLLM_SERVER_DEV_MODE=1`: /collective_rpc, /pause, ...)
+    #: and `WeightSyncWorker` in its workers. Off by default: those endpoints let any client
+    #: run worker methods, so keep such a server on loopback
+    weight_sync: bool = False
     startup_timeout_s: float = 300.0
     extra_args: Sequence[str] = ()
 
@@ -97,7 +104,35 @@ class VLLMServer:
             cmd += ["--kv-cache-memory-bytes", str(int(cfg.kv_cache_gib * (1 << 30)))]
         if cfg.tool_call_parser:
             cmd += ["--enable-auto-tool-choice", "--tool-call-parser", cfg.tool_call_parser]
+        if cfg.weight_sync:
+            cmd += ["--worker-extension-cls", WEIGHT_SYNC_EXTENSION]
         return cmd + list(cfg.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        """The server process's environment: this one, plus (with `weight_sync`) dev mode and
+        this checkout first on PYTHONPATH, so the workers import this `WeightSyncWorker`."""
+        env = dict(os.environ)
+        if self.config.weight_sync:
+            env["VLLM_SERVER_DEV_MODE"] = "1"
+            root = str(Path(__file__).resolve().parents[1])
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        return env
+
+    def engine(self, config: OpenAIEngineConfig | None = None) -> OpenAIEngine:
+        """An `OpenAIEngine` on this server; with `weight_sync`, its `update_weights` and
+        `reload` work (weights travel as a file: the server runs on this machine).
+
+        >>> with VLLMServer(tiny, config=VLLMServerConfig(weight_sync=True)) as server:  # doctest: +SKIP
+        ...     server.engine().update_weights(model)
+        """
+        base = config or OpenAIEngineConfig()
+        engine_config = replace(
+            base,
+            tokenizer=base.tokenizer or str(self.model_dir),
+            checkpoint=base.checkpoint or str(self.model_dir),
+            weight_sync=base.weight_sync or ("file" if self.config.weight_sync else None),
+        )
+        return OpenAIEngine(self.base_url, self.model, config=engine_config)
 
     def start(self) -> VLLMServer:
         """Start the server and wait until it answers; raise with the log's tail if it does not."""
@@ -106,6 +141,7 @@ class VLLMServer:
         self._process = subprocess.Popen(
             self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group, so stop() reaches the engine workers too
+            env=self.environment(),
         )  # fmt: skip
         deadline = time.monotonic() + self.config.startup_timeout_s
         while time.monotonic() < deadline:

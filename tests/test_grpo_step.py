@@ -19,8 +19,6 @@ from trainer.grpo import GRPOStepConfig, grpo_step, token_logprobs
 from trainer.grpo_data import build_batch, rollout_tokens
 from trainer.grpo_loss import GRPOLossConfig
 
-pytestmark = pytest.mark.vllm
-
 PROMPTS = ["Which film did Ada Lee direct?", "When was Heat released?"]
 K = 4
 
@@ -43,6 +41,7 @@ def _greedy(engine, prompt_ids):
     return c.token_ids, c.logprobs
 
 
+@pytest.mark.vllm
 def test_one_grpo_step_changes_the_engine_to_the_trained_weights(setup):
     engine, model = setup
     tok = engine.tokenizer
@@ -98,6 +97,7 @@ def test_one_grpo_step_changes_the_engine_to_the_trained_weights(setup):
     assert max(abs(a - b) for a, b in zip(logprobs, expected, strict=True)) < 1e-4
 
 
+@pytest.mark.vllm
 def test_solver_rollouts_keep_the_sampled_ids_and_logprobs_of_every_assistant_turn(
     vllm_engine, tiny_model_dir, sqlite_url
 ):
@@ -142,6 +142,7 @@ def test_solver_rollouts_keep_the_sampled_ids_and_logprobs_of_every_assistant_tu
         assert gap < 1e-3
 
 
+@pytest.mark.vllm
 def test_grpo_trainer_step_rolls_out_through_the_solver_trains_and_syncs(setup, sqlite_url):
     """`GRPOTrainer.step`: real rollouts of graph tasks (a Run of kind "train"), scored by the
     default verifiers, uniform groups dropped and counted, one step, the engine in sync."""
@@ -184,14 +185,40 @@ def test_grpo_trainer_step_rolls_out_through_the_solver_trains_and_syncs(setup, 
         # every rollout, dropped groups included, is written back under the training Run
         assert g.get("Run", run.id).kind == "train"
         written = g.count("Trajectory", where={"run_id": run.id})
+        generated = sum(
+            t.n_tokens
+            for b in g.store.iter_nodes("Trajectory", where={"run_id": run.id})
+            for t in b
+        )
     assert metrics["trained"] == 1.0, metrics
     # each round drew the groups still missing; the dropped ones were uniform in reward
     kept = metrics["groups_kept"]
     assert 1 <= kept <= 2 and metrics["rollout_rounds"] <= 1 + 3
     assert written == 4 * (kept + metrics["groups_dropped"])
     assert metrics["n_rollouts"] == 4 * kept
+    # the engine's tokens of every rollout of the step, as the trajectories record them
+    assert metrics["generated_tokens"] == generated > 0
     assert metrics["rollout_known_frac"] == 1.0
     assert metrics["mismatch_abs_logp"] < 1e-3
     assert metrics["weight_version"] == version + 1 == engine.weight_version
     after, _ = _greedy(engine, probe)
     assert after != before
+
+
+def test_reference_logprobs_without_entropy_are_the_policy_passes_logprobs(tiny_model_dir):
+    """The reference pass (no entropy, no (batch, time, vocab) log-softmax) scores every token
+    as the policy pass does, padding rows included."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    ids = torch.randint(
+        0, model.config.vocab_size, (3, 17), generator=torch.Generator().manual_seed(0)
+    )
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[1, 11:] = False
+    with torch.no_grad():
+        full = token_logprobs(model, ids, mask)
+        ref = token_logprobs(model, ids, mask, with_entropy=False)
+    assert torch.allclose(ref.logp, full.logp, atol=1e-5)
+    assert (ref.logp[:, 0] == 0).all() and (full.logp[:, 1:] < 0).all()
+    assert (ref.entropy == 0).all() and (full.entropy[:, 1:] > 0).all()

@@ -218,6 +218,51 @@ def test_kag_train_grpo_trains_writes_train_runs_and_resumes_at_the_next_prompts
     assert [s["run_id"] for s in steps] == [run_id_of_step("grpo-run", n) for n in (1, 2, 3)]
 
 
+@pytest.mark.vllm
+def test_kag_train_grpo_on_a_vllm_server_pushes_each_steps_weights_into_it(
+    tiny_model_dir: Path, sqlite_url: str, tmp_path: Path, capsys
+):
+    """`--engine openai` starts a vLLM server on --model and syncs it in place after every step:
+    the second step's rollouts come from the first step's weights, so the server's log-probs
+    match the trainer's (a large learning rate would make a stale server's differ plainly)."""
+    from kag.cli import main as kag_main
+
+    assert (
+        kag_main(["generate", "world", "--seed", "3", "--size", "200", "--graph", sqlite_url]) == 0
+    )
+    selfplay = ["selfplay", "run", "--engine", "oracle", "--tasks", "12", "--no-progress"]
+    assert kag_main([*selfplay, "--graph", sqlite_url, "--json"]) == 0
+    rl = tmp_path / "rl"
+    assert kag_main(["export", "rl", str(rl), "--graph", sqlite_url]) == 0
+    capsys.readouterr()
+    out = tmp_path / "grpo-server"
+    argv = [
+        "train", "grpo", "--engine", "openai", "--data", str(rl), "--model", str(tiny_model_dir),
+        "--graph", sqlite_url, "--out", str(out), "--samples", "4", "--groups-per-step", "1",
+        "--max-refills", "3", "--max-turns", "3", "--max-new-tokens", "32",
+        "--max-context-tokens", "1024", "--kv-cache-gib", "0.25", "--lr", "1e-2",
+        "--kl-coef", "0", "--seed", "2", "--free-turns", "1", "--turn-penalty", "0.1",
+        "--steps", "3", "--json",
+    ]  # fmt: skip
+    assert kag_main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 3
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in lines if r["trained"]]
+    assert len(trained) >= 2, lines
+    # the engine's version counts the pushes; every push reached the server in place
+    assert [r["weight_version"] for r in trained] == list(range(1, len(trained) + 1))
+    assert all(r["mismatch_abs_logp"] < 1e-2 and r["time_sync_s"] > 0 for r in trained)
+
+
+def test_base_url_needs_the_openai_engine(tmp_path, capsys):
+    from kag.cli import main as kag_main
+
+    argv = ["train", "grpo", "--data", str(tmp_path), "--model", str(tmp_path)]
+    assert kag_main([*argv, "--out", str(tmp_path / "o"), "--base-url", "http://x/v1"]) == 2
+    assert "--base-url needs --engine openai" in capsys.readouterr().err
+
+
 class _Killed(Exception):
     pass
 

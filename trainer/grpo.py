@@ -104,13 +104,17 @@ def token_logprobs(
     extra = {"output_router_logits": True} if is_moe else {}
     out = model(input_ids=input_ids, attention_mask=attention_mask.long(), **extra)
     logits = out.logits[:, :-1].float()
-    log_probs = torch.log_softmax(logits, dim=-1)
-    picked = log_probs.gather(-1, input_ids[:, 1:, None])[..., 0]
-    logp = torch.cat([torch.zeros_like(picked[:, :1]), picked], dim=1)
+    targets = input_ids[:, 1:, None]
     if with_entropy:
+        log_probs = torch.log_softmax(logits, dim=-1)
+        picked = log_probs.gather(-1, targets)[..., 0]
         ent = -(log_probs.exp() * log_probs).sum(dim=-1)
         entropy = torch.cat([torch.zeros_like(ent[:, :1]), ent], dim=1)
     else:
+        # the picked logit minus the log-normaliser: no (batch, time, vocab) log-softmax written
+        picked = logits.gather(-1, targets)[..., 0] - torch.logsumexp(logits, dim=-1)
+    logp = torch.cat([torch.zeros_like(picked[:, :1]), picked], dim=1)
+    if not with_entropy:
         entropy = torch.zeros_like(logp)
     aux = None
     if is_moe and getattr(out, "router_logits", None):
@@ -363,7 +367,7 @@ class GRPOTrainer:
         shaped: list[float] = []
         all_raw: list[float] = []
         all_shaped: list[float] = []
-        n_groups = dropped = rounds = n_rollouts = n_accepted = 0
+        n_groups = dropped = rounds = n_rollouts = n_accepted = n_generated = 0
         while n_groups < cfg.groups_per_step and rounds <= cfg.max_refills:
             drawn = self._draw(tasks, cfg.groups_per_step - n_groups)
             if not drawn:
@@ -371,6 +375,7 @@ class GRPOTrainer:
             scored = self.source.generate(drawn, run=self.run, samples=cfg.samples)
             rounds += 1
             n_rollouts += len(scored)
+            n_generated += sum(s.rollout.n_generated for s in scored)
             n_accepted += sum(s.verdict == "accepted" for s in scored)
             groups = [s.rollout.task.id for s in scored]
             rewards = [cfg.shaping.shape_messages(s.reward, s.rollout.messages) for s in scored]
@@ -389,6 +394,8 @@ class GRPOTrainer:
             "rollout_rounds": float(rounds),
             "accept_rate": n_accepted / max(n_rollouts, 1),
             "rollouts_total": float(n_rollouts),
+            # tokens the engine generated this step, dropped groups included
+            "generated_tokens": float(n_generated),
             # over every rollout of the step, dropped groups included
             "verifier_reward_mean": _mean(all_raw),
             "shaped_reward_mean": _mean(all_shaped),
@@ -427,12 +434,14 @@ class GRPOTrainer:
         metrics.update(
             grpo_step(self.model, self.optimizer, batch, config=cfg.step, ref_model=self.ref_model)
         )
+        started = time.perf_counter()
         sync = self.engine.update_weights(self.model)
         self.steps += 1
         metrics.update(
             trained=1.0,
             weight_version=float(sync.version),
-            time_sync_s=sync.seconds,
+            # the whole call: checking and converting the tensors too, not only the transfer
+            time_sync_s=time.perf_counter() - started,
             n_rollouts=float(len(kept)),
         )
         return metrics

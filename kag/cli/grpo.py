@@ -59,18 +59,105 @@ def _parser() -> argparse.ArgumentParser:
         "--kv-cache-gib", type=float, default=1.0, help="vLLM KV cache in GiB (default: 1.0)"
     )
     parser.add_argument(
+        "--engine",
+        choices=("vllm", "openai"),
+        default="vllm",
+        help=(
+            "vllm: the in-process engine (default); openai: a vLLM OpenAI-compatible server, "
+            "started here on --model unless --base-url names a running one"
+        ),
+    )
+    parser.add_argument(
+        "--base-url",
+        default=None,
+        help=(
+            "--engine openai: a running vLLM server (e.g. http://127.0.0.1:8000/v1) on --model, "
+            "started with VLLM_SERVER_DEV_MODE=1 and --worker-extension-cls "
+            "selfplay.engines.vllm.WeightSyncWorker so it takes the new weights in place"
+        ),
+    )
+    parser.add_argument(
+        "--served-model", default=None, help="the model name --base-url serves (default: --model)"
+    )
+    parser.add_argument(
+        "--weight-sync",
+        choices=("file", "inline"),
+        default="file",
+        help=(
+            "how new weights reach a --base-url server: file (it reads a file written here: "
+            "same machine; default) or inline (in the request)"
+        ),
+    )
+    parser.add_argument(
         "--python-tool", action="store_true", help="also offer the sandboxed python tool"
     )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     return parser
 
 
+def _engine(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The rollout engine on --model and the server this command started for it (or None).
+
+    Every engine takes the new weights in place after each step; an `--engine openai` server
+    that cannot is refused here, before any rollout.
+    """
+    # vLLM's CPU sampler crashes on a seeded request whose prefill is split across steps:
+    # prefill prompts whole (as `kag selfplay run` does)
+    max_len = max(args.max_context_tokens, 256)
+    batched = max(args.max_context_tokens, 16384)
+    if args.engine == "vllm":
+        from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
+
+        engine = VLLMEngine(
+            args.model,
+            config=VLLMEngineConfig(
+                max_model_len=max_len,
+                kv_cache_gib=args.kv_cache_gib,
+                engine_kwargs={
+                    "enable_chunked_prefill": False,
+                    "max_num_batched_tokens": batched,
+                },
+            ),
+        )
+        return engine, None
+    from selfplay.engines.openai import OpenAIEngine, OpenAIEngineConfig
+
+    if args.base_url:
+        engine = OpenAIEngine(
+            args.base_url,
+            args.served_model or args.model,
+            config=OpenAIEngineConfig(
+                weight_sync=args.weight_sync, checkpoint=args.model, tokenizer=args.model
+            ),
+        )
+        try:
+            engine.check_weight_sync()
+        except (ValueError, ConnectionError) as err:
+            engine.close()
+            raise UserError(str(err)) from None
+        return engine, None
+    from selfplay.vllm_server import VLLMServer, VLLMServerConfig
+
+    server = VLLMServer(
+        args.model,
+        config=VLLMServerConfig(
+            max_model_len=max_len,
+            kv_cache_gib=args.kv_cache_gib,
+            weight_sync=True,
+            tool_call_parser=None,  # the policy sends token ids; tool calls are parsed here
+            extra_args=("--no-enable-chunked-prefill", "--max-num-batched-tokens", str(batched)),
+        ),
+    ).start()
+    return server.engine(), server
+
+
 def main(argv: list[str]) -> int:
     """`kag train grpo --data RL_DIR --model DIR --out DIR [--graph URL] [--steps N] ...`."""
     args = _parser().parse_args(argv)
+    if args.base_url and args.engine != "openai":
+        raise UserError("--base-url needs --engine openai")
 
     import kag
-    from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
     from selfplay.families import family_suite, task_setup
     from selfplay.generation import RolloutSource
     from selfplay.graph_tools import default_registry
@@ -133,20 +220,11 @@ def main(argv: list[str]) -> int:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(args.model)
-        engine = VLLMEngine(
-            args.model,
-            config=VLLMEngineConfig(
-                max_model_len=max(args.max_context_tokens, 256),
-                kv_cache_gib=args.kv_cache_gib,
-                # vLLM's CPU sampler crashes on a seeded request whose prefill is split across
-                # steps: prefill prompts whole (as `kag selfplay run` does)
-                engine_kwargs={
-                    "enable_chunked_prefill": False,
-                    "max_num_batched_tokens": max(args.max_context_tokens, 16384),
-                },
-            ),
+        engine, server = _engine(args)
+        # token ids in, token ids out on either engine: the model sees what it sampled
+        policy = EnginePolicy(
+            engine, temperature=args.temperature, logprobs=True, continue_tokens=True
         )
-        policy = EnginePolicy(engine, temperature=args.temperature, logprobs=True)
 
         def rollouts_for(run_id: str) -> tuple[RolloutSource, Any]:
             from kag.schema import Run
@@ -168,6 +246,8 @@ def main(argv: list[str]) -> int:
             )
         finally:
             engine.close()
+            if server is not None:
+                server.stop()
     last = result.metrics[-1] if result.metrics else {}
     summary = {
         "out_dir": str(result.out_dir),

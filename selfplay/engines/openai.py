@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,12 @@ from selfplay.engines.base import (
     per_conversation,
 )
 from selfplay.engines.loop import BackgroundLoop
+from selfplay.engines.vllm import WEIGHT_SYNC_EXTENSION
 
 __all__ = ["OpenAIEngine", "OpenAIEngineConfig", "to_wire_message"]
+
+#: `OpenAIEngineConfig.weight_sync` values
+WEIGHT_SYNC_MODES = (None, "file", "inline")
 
 _CONTEXT_ERRORS = ("maximum context length", "max_model_len", "context length", "too long")
 
@@ -51,8 +56,24 @@ class OpenAIEngineConfig:
     tool_choice: str | None = (
         None  # sent when set ("auto", "none", "required"); servers default to "auto"
     )
+    #: how `update_weights` reaches the server; None: the server takes no weights (an error).
+    #: "file": a safetensors file in `weight_sync_dir` the server reads (same machine or a
+    #: shared filesystem); "inline": base64 in the request (any vLLM server, slower). Both
+    #: need a vLLM server with `VLLM_SERVER_DEV_MODE=1` and `--worker-extension-cls
+    #: selfplay.engines.vllm.WeightSyncWorker` (what `VLLMServerConfig(weight_sync=True)` starts)
+    weight_sync: str | None = None
+    #: where "file" writes the weights; None: /dev/shm when it exists (no disk write), else the
+    #: temporary directory
+    weight_sync_dir: str | None = None
+    #: the model directory the server runs (names and shapes of its tensors, the default of
+    #: `reload`); None: `tokenizer`, else the `model` name when it is a local directory
+    checkpoint: str | None = None
 
     def __post_init__(self) -> None:
+        if self.weight_sync not in WEIGHT_SYNC_MODES:
+            raise ValueError(
+                f"weight_sync must be one of {WEIGHT_SYNC_MODES}, got {self.weight_sync!r}"
+            )
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.timeout_s <= 0:
@@ -93,6 +114,9 @@ class OpenAIEngine:
         #: the `openai.AsyncOpenAI` client the requests go through (None once closed)
         self.client: Any = self._loop.run(self._make_client())
         self._semaphore: asyncio.Semaphore = self._loop.run(self._make_semaphore())
+
+        self._version = 0
+        self._server_dtype: str | None = None  # known once check_weight_sync has run
 
     async def _make_client(self) -> Any:
         from openai import AsyncOpenAI
@@ -165,6 +189,175 @@ class OpenAIEngine:
         sampling: SamplingConfig | Sequence[SamplingConfig] = DEFAULT_SAMPLING,
     ) -> list[list[Completion]]:
         return await self._loop.wrap(self._generate_all(prompts, sampling))
+
+    # ------------------------------------------------------------------ weights
+
+    @property
+    def weight_version(self) -> int:
+        """0 for the weights the server started with; +1 per `update_weights` / `reload`."""
+        return self._version
+
+    @property
+    def checkpoint(self) -> Path:
+        """The model directory the server runs (`OpenAIEngineConfig.checkpoint`)."""
+        source = self.config.checkpoint or self.config.tokenizer or self.model
+        if not Path(source).is_dir():
+            raise ValueError(
+                f"weight sync needs the model directory the server at {self.base_url} runs "
+                f"(model {self.model!r} is not a local directory): set "
+                "OpenAIEngineConfig(checkpoint=DIR)"
+            )
+        return Path(source)
+
+    def check_weight_sync(self) -> None:
+        """Raise a ValueError unless the server can take new weights in place: `weight_sync` is
+        set, the server has vLLM's development endpoints, and its workers run
+        `WeightSyncWorker`. `update_weights` and `reload` run it once themselves.
+
+        >>> OpenAIEngine(url, "tiny").check_weight_sync()  # doctest: +SKIP
+        ValueError: ... OpenAIEngineConfig(weight_sync="file") ...
+        """
+        if self._server_dtype is not None:
+            return
+        how = (
+            "start it with selfplay.vllm_server.VLLMServer(config=VLLMServerConfig("
+            "weight_sync=True)), or run `VLLM_SERVER_DEV_MODE=1 python -m "
+            "vllm.entrypoints.openai.api_server ... --worker-extension-cls "
+            f"{WEIGHT_SYNC_EXTENSION}` with this project on its PYTHONPATH"
+        )
+        if self.config.weight_sync is None:
+            raise ValueError(
+                f"the server at {self.base_url} is not declared to take new weights: pass "
+                'OpenAIEngineConfig(weight_sync="file") (same machine) or "inline" for a vLLM '
+                f"server that supports it ({how}); otherwise restart the server on the new "
+                "checkpoint"
+            )
+        response = self._http("GET", "/server_info", params={"config_format": "json"})
+        if response.status_code == 404:
+            raise ValueError(
+                f"the server at {self.base_url} has no development endpoints (/server_info, "
+                f"/collective_rpc), so it cannot take new weights in place: {how}"
+            )
+        response.raise_for_status()
+        vllm_config = response.json().get("vllm_config") or {}
+        extension = (vllm_config.get("parallel_config") or {}).get("worker_extension_cls")
+        if extension != WEIGHT_SYNC_EXTENSION:
+            raise ValueError(
+                f"the server at {self.base_url} runs worker extension {extension!r}, not "
+                f"{WEIGHT_SYNC_EXTENSION!r}, so it cannot load pushed weights: {how}"
+            )
+        dtype = str((vllm_config.get("model_config") or {}).get("dtype") or "float32")
+        self._server_dtype = dtype.removeprefix("torch.")
+
+    def update_weights(self, weights: Any) -> Any:
+        """Put new weights into the server's running model, in place, without a restart.
+
+        `weights` is a transformers model or its state dict under checkpoint names (as for
+        `VLLMEngine.update_weights`; checked against `checkpoint` first, a bad name is a
+        ValueError and the server keeps its weights). Generation pauses while the weights load
+        (requests in flight finish on the old ones) and the server's prefix cache is cleared.
+        Returns a `selfplay.engines.vllm.WeightSync`.
+
+        >>> engine = server.engine()                  # doctest: +SKIP
+        >>> engine.update_weights(model).version      # doctest: +SKIP
+        1
+        """
+        import base64
+        import tempfile
+
+        from safetensors.torch import save
+
+        from selfplay.engines.vllm import WeightSync, checkpoint_shapes, checkpoint_tensors
+
+        if self.client is None:
+            raise RuntimeError("the engine is closed")
+        self.check_weight_sync()
+        assert self._server_dtype is not None
+        checkpoint = self.checkpoint
+        tensors = checkpoint_tensors(
+            weights,
+            checkpoint_shapes(checkpoint),
+            dtype=self._server_dtype,
+            model_dir=checkpoint,
+        )
+        start = time.perf_counter()
+        blob = save(tensors)
+        if self.config.weight_sync == "inline":
+            self._server_rpc("kag_load_weights_b64", base64.b64encode(blob).decode("ascii"))
+        else:
+            shm = Path("/dev/shm")
+            where = self.config.weight_sync_dir or (str(shm) if shm.is_dir() else None)
+            with tempfile.NamedTemporaryFile(
+                dir=where, prefix="kag-weights-", suffix=".safetensors"
+            ) as fh:
+                fh.write(blob)
+                fh.flush()
+                self._server_rpc("kag_load_weights_file", fh.name)
+        self._version += 1
+        return WeightSync(len(tensors), len(blob), time.perf_counter() - start, self._version)
+
+    def reload(self, model_dir: str | os.PathLike[str] | None = None) -> Any:
+        """Reload every weight in place from a checkpoint directory the server can read
+        (default: `checkpoint`), the fallback when tensors cannot be pushed. The directory must
+        hold the running model's tensors and shapes; another architecture needs a new server.
+        """
+        from checkpoints import check_model_dir
+        from selfplay.engines.vllm import WeightSync, checkpoint_shapes
+
+        if self.client is None:
+            raise RuntimeError("the engine is closed")
+        self.check_weight_sync()
+        path = check_model_dir(model_dir if model_dir is not None else self.checkpoint)
+        shapes = checkpoint_shapes(path)
+        if shapes != checkpoint_shapes(self.checkpoint):
+            raise ValueError(
+                f"checkpoint {path} does not have the served model's tensors and shapes; start "
+                "a new server on it"
+            )
+        start = time.perf_counter()
+        self._server_rpc("kag_reload_weights", str(path.resolve()))
+        self._version += 1
+        n_bytes = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+        return WeightSync(len(shapes), n_bytes, time.perf_counter() - start, self._version)
+
+    def _http(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request to the server's root (the development endpoints are not under /v1)."""
+        import httpx
+
+        root = self.base_url.removesuffix("/v1")
+        try:
+            return httpx.request(method, root + path, timeout=self.config.timeout_s, **kwargs)
+        except httpx.TransportError as err:
+            raise ConnectionError(f"cannot reach the model server at {root}: {err}") from None
+
+    def _server_rpc(self, method: str, argument: str) -> None:
+        """`method` of `WeightSyncWorker` on every worker, generation paused around it."""
+
+        def post(path: str, **kwargs: Any) -> Any:
+            response = self._http("POST", path, **kwargs)
+            if response.status_code != 200:
+                raise RuntimeError(
+                    f"{self.base_url.removesuffix('/v1')}{path} answered "
+                    f"{response.status_code}: {response.text[:300]}"
+                )
+            return response
+
+        # "wait": requests in flight finish on the old weights
+        post("/pause", params={"mode": "wait", "clear_cache": "true"})
+        try:
+            results = post("/collective_rpc", json={"method": method, "args": [argument]}).json()[
+                "results"
+            ]
+        finally:
+            post("/resume")
+        # no KV block computed with the old weights may be reused
+        post("/reset_prefix_cache")
+        errors = [r for r in results if r]
+        if errors:
+            raise RuntimeError(
+                f"the server at {self.base_url} could not load the new weights ({errors[0]}); it "
+                "may hold a mix of old and new weights: reload(model_dir) from a checkpoint"
+            )
 
     def close(self) -> None:
         client, self.client = self.client, None

@@ -54,9 +54,11 @@ __all__ = [
     "VLLMEngine",
     "VLLMEngineConfig",
     "WeightSync",
+    "WEIGHT_SYNC_EXTENSION",
     "WeightSyncWorker",
     "checkpoint_shapes",
     "checkpoint_state_dict",
+    "checkpoint_tensors",
     "render_chat",
 ]
 
@@ -133,6 +135,25 @@ class WeightSyncWorker:
             return f"{type(exc).__name__}: {exc}"
         return None
 
+    def kag_load_weights_file(self, path: str) -> str | None:
+        """`kag_load_weights` from a safetensors file (a server's `/collective_rpc` passes only
+        strings: `OpenAIEngine` writes the blob where the server can read it)."""
+        try:
+            blob = Path(path).read_bytes()
+        except OSError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return self.kag_load_weights(blob)
+
+    def kag_load_weights_b64(self, text: str) -> str | None:
+        """`kag_load_weights` from the blob in base64 (for a server on another machine)."""
+        import base64
+
+        try:
+            blob = base64.b64decode(text, validate=True)
+        except ValueError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return self.kag_load_weights(blob)
+
     def kag_reload_weights(self, path: str) -> str | None:
         """Reload every weight in place from the checkpoint directory `path`."""
         try:
@@ -203,6 +224,60 @@ def checkpoint_state_dict(model: Any) -> dict[str, Any]:
     from transformers.core_model_loading import revert_weight_conversion
 
     return dict(revert_weight_conversion(model, model.state_dict()))
+
+
+def checkpoint_tensors(
+    weights: Mapping[str, Any] | Iterable[tuple[str, Any]],
+    shapes: Mapping[str, tuple[int, ...]],
+    *,
+    dtype: str,
+    model_dir: str | os.PathLike[str],
+) -> dict[str, Any]:
+    """The tensors `update_weights` sends, checked against the checkpoint's `shapes`.
+
+    `weights` is a transformers model, its state dict, or (name, tensor) pairs under checkpoint
+    names; every tensor of `shapes` must be given (a tied `lm_head.weight` may be and is
+    skipped). Tensors come back on the CPU, contiguous, in `dtype` (e.g. "float32"). A bad name,
+    shape or value is a ValueError, raised before anything is sent.
+
+    >>> checkpoint_tensors({"w": torch.zeros(2)}, {"w": (2,)}, dtype="float32", model_dir="m")  # doctest: +SKIP
+    {'w': tensor([0., 0.])}
+    """
+    import torch
+
+    if isinstance(weights, torch.nn.Module):
+        weights = checkpoint_state_dict(weights)
+    named = list(weights.items()) if isinstance(weights, Mapping) else list(weights)
+    torch_dtype = getattr(torch, dtype)
+    tensors: dict[str, Any] = {}
+    for name, tensor in named:
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            raise ValueError(
+                f"weights must map names to torch tensors, got {name!r}: {type(tensor).__name__}"
+            )
+        if name not in shapes:
+            if name == "lm_head.weight" and "model.embed_tokens.weight" in shapes:
+                continue  # tied to the embedding, which carries it
+            raise ValueError(
+                f"weight {name!r} is not in the checkpoint {model_dir} "
+                f"(it has {len(shapes)} tensors, e.g. {next(iter(shapes))!r}); "
+                "pass the transformers model itself, or `checkpoint_state_dict(model)`"
+            )
+        if tuple(tensor.shape) != shapes[name]:
+            raise ValueError(
+                f"weight {name!r} has shape {tuple(tensor.shape)}, the checkpoint's is "
+                f"{shapes[name]}"
+            )
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"weight {name!r} holds NaN or inf values")
+        tensors[name] = tensor.detach().to(device="cpu", dtype=torch_dtype).contiguous()
+    missing = sorted(set(shapes) - set(tensors))
+    if missing:
+        raise ValueError(
+            f"{len(missing)} weight(s) of the checkpoint not given, e.g. {missing[:3]}; "
+            "update_weights takes the whole state dict"
+        )
+    return tensors
 
 
 def checkpoint_shapes(model_dir: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
@@ -377,45 +452,15 @@ class VLLMEngine:
         >>> sync.version, sync.n_tensors                       # doctest: +SKIP
         (1, 67)
         """
-        import torch
         from safetensors.torch import save
 
         if self._engine is None:
             raise RuntimeError("the engine is closed")
         if self._shapes is None:
             self._shapes = checkpoint_shapes(self.model_dir)
-        if isinstance(weights, torch.nn.Module):
-            weights = checkpoint_state_dict(weights)
-        named = list(weights.items()) if isinstance(weights, Mapping) else list(weights)
-        dtype = getattr(torch, self.model_dtype)
-        tensors: dict[str, Any] = {}
-        for name, tensor in named:
-            if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
-                raise ValueError(
-                    f"weights must map names to torch tensors, got {name!r}: {type(tensor).__name__}"
-                )
-            if name not in self._shapes:
-                if name == "lm_head.weight" and "model.embed_tokens.weight" in self._shapes:
-                    continue  # tied to the embedding, which carries it
-                raise ValueError(
-                    f"weight {name!r} is not in the checkpoint {self.model_dir} "
-                    f"(it has {len(self._shapes)} tensors, e.g. {next(iter(self._shapes))!r}); "
-                    "pass the transformers model itself, or `checkpoint_state_dict(model)`"
-                )
-            if tuple(tensor.shape) != self._shapes[name]:
-                raise ValueError(
-                    f"weight {name!r} has shape {tuple(tensor.shape)}, the checkpoint's is "
-                    f"{self._shapes[name]}"
-                )
-            if not torch.isfinite(tensor).all():
-                raise ValueError(f"weight {name!r} holds NaN or inf values")
-            tensors[name] = tensor.detach().to(device="cpu", dtype=dtype).contiguous()
-        missing = sorted(set(self._shapes) - set(tensors))
-        if missing:
-            raise ValueError(
-                f"{len(missing)} weight(s) of the checkpoint not given, e.g. {missing[:3]}; "
-                "update_weights takes the whole state dict"
-            )
+        tensors = checkpoint_tensors(
+            weights, self._shapes, dtype=self.model_dtype, model_dir=self.model_dir
+        )
         start = time.perf_counter()
         blob = save(tensors)
         self._loop.run(self._rpc("kag_load_weights", blob))
@@ -483,15 +528,17 @@ class VLLMEngine:
         if isinstance(prompts, str) or not isinstance(prompts, Sequence):
             raise ValueError("prompts must be a list of strings or a list of token-id lists")
         out = []
+        # len(tokenizer) costs a call into the tokenizer: once per batch, not once per token
+        vocab = len(self._tokenizer)
         for i, prompt in enumerate(prompts):
             if isinstance(prompt, str):
                 out.append(self._tokenizer(prompt).input_ids)
             elif isinstance(prompt, Sequence) and all(
-                isinstance(t, int) and not isinstance(t, bool) for t in prompt
+                type(t) is int or (isinstance(t, int) and not isinstance(t, bool)) for t in prompt
             ):
-                if any(not 0 <= t < len(self._tokenizer) for t in prompt):
+                if prompt and not (min(prompt) >= 0 and max(prompt) < vocab):
                     raise ValueError(
-                        f"prompt {i} has token ids outside the vocabulary (size {len(self._tokenizer)})"
+                        f"prompt {i} has token ids outside the vocabulary (size {vocab})"
                     )
                 out.append(list(prompt))
             else:
