@@ -85,8 +85,8 @@ def _parser() -> argparse.ArgumentParser:
         "--teacher",
         action="append",
         default=[],
-        metavar="DOMAIN=KEY",
-        help="teacher of a domain (repeatable)",
+        metavar="FAMILY_OR_DOMAIN=KEY",
+        help="routing key of a task family or domain (repeatable; default: the task's family)",
     )
     o.add_argument("--protocol-max-turns", type=int, default=8, metavar="N")
     o.add_argument("--protocol-max-tokens", type=int, default=1024, metavar="N")
@@ -99,7 +99,7 @@ def _teachers(specs: list[str]) -> dict[str, str]:
         domain, sep, key = spec.partition("=")
         if not sep or not domain or not key:
             raise ValueError(
-                f"--teacher {spec!r}: write DOMAIN=KEY, e.g. --teacher film=teachers/film"
+                f"--teacher {spec!r}: write FAMILY_OR_DOMAIN=KEY, e.g. --teacher search=search"
             )
         out[domain] = key
     return out

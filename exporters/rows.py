@@ -6,8 +6,10 @@
 | rl   | system + user prompt     | "accepted" if any matching trajectory was; mean reward over them |
 | opd  | as rl, plus `teacher` and `protocol`                                     |
 
->>> OPDConfig().teacher_for("film")
-'film'
+>>> OPDConfig().teacher_for(family="search", domain="film")
+'search'
+>>> OPDConfig(teachers={"film": "teachers/film"}).teacher_for(family="search", domain="film")
+'teachers/film'
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ __all__ = ["OPDConfig", "sft_row", "task_row"]
 class OPDConfig:
     """Domain routing and rollout protocol of on-policy distillation rows.
 
-    - `teachers`: domain -> teacher key (a model name or path the trainer resolves); a domain not
-      listed routes to a teacher named after the domain itself (one GRPO teacher per domain).
+    - `teachers`: task family or domain -> teacher key (a model name or path the trainer
+      resolves); a task whose family and domain are not listed routes to a teacher named after
+      its family (one GRPO teacher per family, as `kag loop` trains them).
     - `max_turns` (8), `max_tokens` (1024 new tokens per turn) and `finalisation` ("answer_now":
       at the turn limit the student gets one final "answer now" turn, as in self-play).
     """
@@ -49,8 +52,9 @@ class OPDConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"opd {name} must be a positive integer, got {value!r}")
 
-    def teacher_for(self, domain: str) -> str:
-        return self.teachers.get(domain) or domain or "default"
+    def teacher_for(self, *, family: str, domain: str) -> str:
+        """The routing key of a task: its family's teacher, else its domain's, else the family."""
+        return self.teachers.get(family) or self.teachers.get(domain) or family or "default"
 
     def protocol(self) -> dict[str, Any]:
         return {
@@ -102,7 +106,7 @@ def task_row(sel: SelectedTask, *, kind: str, opd: OPDConfig | None = None) -> d
     )
     if kind == "opd":
         opd = opd or OPDConfig()
-        row["teacher"] = opd.teacher_for(task.domain)
+        row["teacher"] = opd.teacher_for(family=task.family, domain=task.domain)
         row["protocol"] = dumps(opd.protocol())
     return row
 

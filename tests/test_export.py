@@ -353,7 +353,8 @@ def test_rl_and_opd_rows_are_tasks_with_prompt_verifiers_and_routing(small_graph
     opd = _rows(tmp_path / "opd")
     assert opd and all(tasks[r["id"]].hops >= 3 and r["verdict"] == "accepted" for r in opd)
     for r in opd:
-        assert r["teacher"] == ("teachers/film-grpo" if r["domain"] == "film" else r["domain"])
+        # a listed domain routes to its teacher; every other task to its family's
+        assert r["teacher"] == ("teachers/film-grpo" if r["domain"] == "film" else r["family"])
         assert json.loads(r["protocol"]) == {
             "max_turns": 6,
             "max_tokens": 1024,

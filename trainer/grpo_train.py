@@ -41,6 +41,11 @@ from trainer.state import jsonable, rng_state, seed_everything, set_rng_state
 
 __all__ = [
     "METRIC_KEYS",
+    "save_checkpoint",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "truncate_jsonl",
+    "drawn_tasks",
     "PromptSchedule",
     "GRPOTrainConfig",
     "GRPOTrainResult",
@@ -279,15 +284,15 @@ def train_grpo(
     )
     logger = MetricsLogger(out_dir, tensorboard=config.tensorboard, curve="reward")
     step = 0
-    latest = _latest_checkpoint(out_dir)
+    latest = latest_checkpoint(out_dir)
     if latest is not None:
-        step, schedule = _load_checkpoint(latest, trainer, schedule.task_ids)
+        step, schedule = load_checkpoint(latest, trainer, schedule.task_ids)
         engine.update_weights(model)
     else:
         seed_everything(config.seed)
     resumed_from = step
     logger.truncate_after(step)
-    _truncate_jsonl(out_dir / "prompts.jsonl", step)
+    truncate_jsonl(out_dir / "prompts.jsonl", step)
     _write_run_info(out_dir, config, schedule)
 
     while step < config.steps:
@@ -298,7 +303,7 @@ def train_grpo(
         drawn: list[str] = []
         epoch = schedule.epoch if schedule.position < len(schedule.task_ids) else schedule.epoch + 1
 
-        raw = trainer.step(_drawn_tasks(schedule, task_of, drawn))
+        raw = trainer.step(drawn_tasks(schedule, task_of, drawn))
         metrics = _step_metrics(raw, step=step, epoch=epoch, run_id=run_id, prompts=len(drawn))
         metrics["time_step_s"] = time.perf_counter() - started
         metrics["time_other_s"] = max(
@@ -311,7 +316,7 @@ def train_grpo(
             f.write(json.dumps({"step": step, "run_id": run_id, "task_ids": drawn}) + "\n")
         logger.log(step, {k: v for k, v in metrics.items() if k != "step"})
         if step % config.save_every == 0 or step == config.steps:
-            _save_checkpoint(out_dir, step, trainer, schedule, keep=config.keep_checkpoints)
+            save_checkpoint(out_dir, step, trainer, schedule, keep=config.keep_checkpoints)
         if on_step is not None:
             on_step(step, metrics)
 
@@ -333,7 +338,7 @@ def train_grpo(
     )
 
 
-def _drawn_tasks(
+def drawn_tasks(
     schedule: PromptSchedule, task_of: Callable[[str], Any], drawn: list[str]
 ) -> Iterator[Any]:
     """The tasks of the schedule from its cursor on; each id handed out is logged in `drawn`."""
@@ -371,7 +376,7 @@ def _step_metrics(
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _save_checkpoint(
+def save_checkpoint(
     out_dir: Path, step: int, trainer: GRPOTrainer, schedule: PromptSchedule, *, keep: int
 ) -> Path:
     """`checkpoints/step-NNNNNNN/`: model, optimizer, RNG and the prompt cursor, written to a
@@ -393,14 +398,17 @@ def _save_checkpoint(
     return final
 
 
-def _latest_checkpoint(out_dir: Path) -> Path | None:
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest `checkpoints/step-*` of `out_dir`, or None."""
     found = sorted(p for p in (out_dir / "checkpoints").glob("step-*") if p.is_dir())
     return found[-1] if found else None
 
 
-def _load_checkpoint(
+def load_checkpoint(
     path: Path, trainer: GRPOTrainer, task_ids: Sequence[str]
 ) -> tuple[int, PromptSchedule]:
+    """Restore the model, optimizer, RNGs and step count of `trainer` (any trainer with
+    `.model`, `.optimizer` and `.steps`) from `path`; returns the step and the prompt schedule."""
     state = json.loads((path / "state.json").read_text())
     schedule = PromptSchedule.from_state(task_ids, state["schedule"])
     trainer.model.load_state_dict(torch.load(path / "model.pt", weights_only=True))
@@ -410,7 +418,7 @@ def _load_checkpoint(
     return int(state["step"]), schedule
 
 
-def _truncate_jsonl(path: Path, step: int) -> None:
+def truncate_jsonl(path: Path, step: int) -> None:
     """Drop the lines of steps after `step` (a resumed run redoes them)."""
     if not path.exists():
         return

@@ -20,6 +20,7 @@ Each command is a module of the package it belongs to and is imported only when 
 | `kag eval`               | `selfplay.cli:eval_main`             |
 | `kag train sft`          | `trainer.cli:sft_main`               |
 | `kag train grpo`         | `kag.cli.grpo:main`                  |
+| `kag train opd`          | `kag.cli.opd:main`                   |
 | `kag loop`               | `kag.cli.loop:main`                  |
 | `kag demo`               | `kag.cli.demo:main`                  |
 
@@ -76,7 +77,7 @@ COMMANDS: dict[str, tuple[str | dict[str, str], str]] = {
     "selfplay": ("selfplay.cli:main", "run self-play data generation"),
     "eval": ("selfplay.cli:eval_main", "held-out accept rate and pass@k of a model; an eval Run"),
     "train": (
-        {"sft": "trainer.cli:sft_main", "grpo": "kag.cli.grpo:main"},
+        {"sft": "trainer.cli:sft_main", "grpo": "kag.cli.grpo:main", "opd": "kag.cli.opd:main"},
         "train MoE models",
     ),
     "loop": ("kag.cli.loop:main", "the resumable loop: demos, SFT, teachers, OPD, eval, self-play"),

@@ -14,7 +14,7 @@ from typing import Any
 
 from kag.cli import UserError, add_graph_argument
 
-__all__ = ["main"]
+__all__ = ["main", "rollout_wiring"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -151,6 +151,37 @@ def _engine(args: argparse.Namespace) -> tuple[Any, Any]:
     return server.engine(), server
 
 
+def rollout_wiring(
+    store: Any, task_ids: list[str], *, data: str, graph_url: str | None, python_tool: bool
+) -> tuple[dict[str, Any], Any, Any, Any]:
+    """What on-policy training (GRPO, OPD) rolls out with: the dataset's tasks from the graph,
+    the tools (the sandboxed python too for compute tasks), per-task setups and the scorer with
+    each family's verifier suite. A task missing from the graph is a `UserError`."""
+    from selfplay.families import family_suite, task_setup
+    from selfplay.graph_tools import default_registry
+    from selfplay.sandbox import SandboxConfig
+    from selfplay.scoring import Scorer
+
+    tasks: dict[str, Any] = {t.id: t for t in store.get_nodes("Task", task_ids)}
+    missing = [t for t in task_ids if t not in tasks]
+    if missing:
+        raise UserError(
+            f"{len(missing)} task(s) of {data} are not in the graph {graph_url}, e.g. "
+            f"{missing[0]!r}: pass the graph the dataset was exported from"
+        )
+    families = {t.family for t in tasks.values()}
+    python = python_tool or "compute" in families
+    tools = default_registry(store, sandbox=SandboxConfig() if python else None)
+    setup = task_setup(store)
+    scorer = Scorer(
+        tools,
+        suites={f: family_suite(f) for f in families | {"tool_use"} if f != "search"},
+        store=store,
+        setup=setup,
+    )
+    return tasks, tools, setup, scorer
+
+
 def main(argv: list[str]) -> int:
     """`kag train grpo --data RL_DIR --model DIR --out DIR [--graph URL] [--steps N] ...`."""
     args = _parser().parse_args(argv)
@@ -158,11 +189,7 @@ def main(argv: list[str]) -> int:
         raise UserError("--base-url needs --engine openai")
 
     import kag
-    from selfplay.families import family_suite, task_setup
     from selfplay.generation import RolloutSource
-    from selfplay.graph_tools import default_registry
-    from selfplay.sandbox import SandboxConfig
-    from selfplay.scoring import Scorer
     from selfplay.solver import EnginePolicy, SolverConfig
     from trainer.grpo import GRPOConfig, GRPOStepConfig, RewardShaping
     from trainer.grpo_loss import GRPOLossConfig
@@ -199,22 +226,8 @@ def main(argv: list[str]) -> int:
     task_ids = read_prompt_ids(args.data, split=args.split)
     with kag.open(args.graph) as graph:
         store = graph.store
-        tasks: dict[str, Any] = {t.id: t for t in store.get_nodes("Task", task_ids)}
-        missing = [t for t in task_ids if t not in tasks]
-        if missing:
-            raise UserError(
-                f"{len(missing)} task(s) of {args.data} are not in the graph {args.graph}, e.g. "
-                f"{missing[0]!r}: pass the graph the dataset was exported from"
-            )
-        families = {t.family for t in tasks.values()}
-        python = args.python_tool or "compute" in families
-        tools = default_registry(store, sandbox=SandboxConfig() if python else None)
-        setup = task_setup(store)
-        scorer = Scorer(
-            tools,
-            suites={f: family_suite(f) for f in families | {"tool_use"} if f != "search"},
-            store=store,
-            setup=setup,
+        tasks, tools, setup, scorer = rollout_wiring(
+            store, task_ids, data=args.data, graph_url=args.graph, python_tool=args.python_tool
         )
         model = load_causal_lm(args.model)
         from transformers import AutoTokenizer
