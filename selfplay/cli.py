@@ -305,9 +305,9 @@ def main(argv: list[str]) -> int:
         "--family",
         action="append",
         default=[],
-        choices=("search", "instruction", "compute"),
+        choices=("search", "instruction", "compute", "tool_use"),
         help="task family to propose (repeatable; default search): the round's tasks are "
-        "shared out over them",
+        "shared out over them (tool_use: multi-turn edits of a scratch copy of a subgraph)",
     )
     p.add_argument(
         "--python-tool", action="store_true", help="also offer the sandboxed python tool"

@@ -21,6 +21,7 @@ from typing import Any
 from kag.schema import Task
 from kag.stores.base import GraphStore
 from selfplay.config import SelfPlayConfig
+from selfplay.families import task_setup
 from selfplay.generation import RolloutSource, build_policy, build_scorer, build_tools
 from selfplay.writeback import ScoredRollout
 
@@ -59,8 +60,16 @@ class _Worker:
         except BaseException:
             self._close_policy()
             raise
+        setup = task_setup(self.store)
+        scorer.setup = scorer.setup or setup
         self.source = RolloutSource(
-            self.store, policy, tools=tools, run_id=run_id, solver=config.solver, scorer=scorer
+            self.store,
+            policy,
+            tools=tools,
+            run_id=run_id,
+            solver=config.solver,
+            scorer=scorer,
+            setup=setup,
         )
 
     def solve(self, work: list[tuple[Task, int]]) -> list[ScoredRollout]:

@@ -220,8 +220,8 @@ def build_suite(config: Any, *, family: str = "search") -> VerifierSuite:
         constrained=judge_config.constrained,
     )
     suite = family_suite(family, judge=judge)
-    if not judge_config.required:
-        return suite
+    if not judge_config.required or judge not in suite.optional:
+        return suite  # tool_use's suite takes no judge: calls and states are checked, not text
     return VerifierSuite(
         required=[*suite.required, judge],
         optional=[v for v in suite.optional if v is not judge],

@@ -34,7 +34,7 @@ from kag.coverage import Coverage, coverage_counts
 from kag.schema import Run, Task, Trajectory
 from kag.stores.base import GraphBatch, GraphStore
 from selfplay.config import SelfPlayConfig, next_hops
-from selfplay.families import FamilyProposer, grow_graph, split_request
+from selfplay.families import FamilyProposer, family_tools, grow_graph, split_request, task_setup
 from selfplay.generation import (
     RolloutSource,
     build_policy,
@@ -394,6 +394,10 @@ class _SelfPlay:
                 store=store,
             )
         )
+        # tool_use tasks bring their own tools (a graph-edit one: a scratch copy per trajectory)
+        setup = task_setup(store)
+        if self.scorer.setup is None:
+            self.scorer.setup = setup
         self.engine = engine
         self.source: Any = None
         if config.workers == 0:
@@ -404,6 +408,7 @@ class _SelfPlay:
                 run_id=run_id,
                 solver=config.solver,
                 scorer=self.scorer,
+                setup=setup,
             )
         self.progress: _Progress | None = None
         self.written = 0
@@ -417,6 +422,7 @@ class _SelfPlay:
     def execute(self) -> RunSummary:
         t0 = time.perf_counter()
         self.tools.persist(self.store)
+        self.store.write(_batch_of(*family_tools(self.config.families)))
         self.scorer.persist(self.store)
         self.state.load(self.store)
         self.store.write(_batch_of(self.state.record("running")))

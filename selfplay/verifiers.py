@@ -15,6 +15,9 @@
 | `llm_judge@1`           | an engine, shown question, answers and reply, says CORRECT            | llm  |
 | `bfcl_ast@1`            | the tool calls pass the task's BFCL answer key by BFCL's AST rules    | rule |
 |                         | (`selfplay.bfcl`; tool_use tasks imported from BFCL)                   |      |
+| `graph_state@1`         | the scratch graph the trajectory's edit calls leave differs from the  | rule |
+|                         | task's start by exactly its expected edits, and the policy stopped    |      |
+|                         | (`selfplay.edit_tools`; tool_use graph-edit tasks)                     |      |
 
 Every verifier has `verify(task, trajectory, context) -> VerifierResult(passed, score, detail)`;
 `trajectory` is a list of DESIGN section 4 messages, a list of `Step`s, or any object with
@@ -39,6 +42,7 @@ from kag.walks import parse_step
 from selfplay.answers import leaked_answer, normalize_answer, score_answer
 from selfplay.bfcl import check_calls
 from selfplay.constraints import check_reply, task_constraints
+from selfplay.edit_tools import ScratchGraph, describe_edit, edit_key, edit_registry, state_diff
 from selfplay.graph_tools import entity_ids_in
 from selfplay.parsing import extract_answer
 
@@ -54,6 +58,7 @@ __all__ = [
     "InstructionFollowing",
     "LLMJudge",
     "BfclAst",
+    "GraphState",
     "VERIFIERS",
     "build_verifier",
     "trajectory_messages",
@@ -868,6 +873,96 @@ class BfclAst(TrajectoryVerifier):
         )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GraphState(TrajectoryVerifier):
+    """The graph a trajectory's edits leave is the task's start graph with exactly its expected
+    edits, and the trajectory stopped by itself (the final answer's text is not checked).
+
+    The final state is rebuilt, not trusted: a fresh `ScratchGraph` from
+    `task.props["graph_edit"]["start"]` replays every tool step whose recorded observation is
+    not an error (a refused edit changes nothing), through the same edit tools; a replayed
+    observation that differs from the recorded one fails the check (the trajectory does not
+    reproduce). Then `state_diff(start, final)` must equal `graph_edit["expected"]`: a missing
+    edit and an unrequested one both reject. Sub-checks: `replayed`, `required_edits` (none
+    missing), `no_extra_edits`, `stopped` (the last assistant message makes no tool call).
+    Score: the share of expected and made edits that agree (Jaccard), 0 when the replay fails.
+    Undecided for a task without `graph_edit` props.
+
+    >>> GraphState().verify(task, rollout).passed  # doctest: +SKIP
+    True
+    """
+
+    name: ClassVar[str] = "graph_state"
+    #: the edits listed in a failure's detail, of each kind (missing, extra)
+    max_listed: int = 3
+
+    def verify(
+        self, task: Task, trajectory: Any, context: VerifyContext | None = None
+    ) -> VerifierResult:
+        spec = task.props.get("graph_edit")
+        if not isinstance(spec, Mapping) or "start" not in spec or "expected" not in spec:
+            return VerifierResult(
+                passed=None,
+                score=0.0,
+                detail=f"task {task.id!r} has no graph edits to check (props graph_edit)",
+            )
+        start = ScratchGraph.from_snapshot(spec["start"])
+        final = start.copy()
+        registry = edit_registry(final)
+        for step in tool_steps(trajectory):
+            recorded = _json_or_none(step.observation)
+            if step.malformed or (isinstance(recorded, Mapping) and "error" in recorded):
+                continue
+            replayed = registry.call(step.name or "", step.arguments)
+            if replayed.content != step.observation:
+                return VerifierResult(
+                    passed=False,
+                    score=0.0,
+                    detail=f"message {step.index}: {step.name} gives {replayed.content[:120]!r} "
+                    f"when replayed, not the recorded {step.observation[:120]!r}",
+                    checks={"replayed": False},
+                )
+        names = {i: e["name"] for g in (final, start) for i, e in g.entities.items()}
+        made = {edit_key(item): item for item in state_diff(start, final)}
+        expected = {edit_key(item): item for item in spec["expected"]}
+        missing = [expected[k] for k in sorted(expected.keys() - made.keys())]
+        extra = [made[k] for k in sorted(made.keys() - expected.keys())]
+        stopped = _stopped(trajectory_messages(trajectory))
+        union = len(expected.keys() | made.keys())
+        score = len(expected.keys() & made.keys()) / union if union else 1.0
+        why = []
+        if missing:
+            why.append(f"{len(missing)} requested edit(s) not made: {self._list(missing, names)}")
+        if extra:
+            why.append(f"{len(extra)} edit(s) not requested: {self._list(extra, names)}")
+        if not stopped:
+            why.append("the trajectory ended on a tool call instead of a final reply")
+        return VerifierResult(
+            passed=not why,
+            score=score,
+            detail="; ".join(why) or f"all {len(expected)} requested edits made, no other",
+            checks={
+                "replayed": True,
+                "required_edits": not missing,
+                "no_extra_edits": not extra,
+                "stopped": stopped,
+            },
+        )
+
+    def _list(self, items: Sequence[Sequence[Any]], names: Mapping[str, str]) -> str:
+        shown = "; ".join(describe_edit(i, names) for i in items[: self.max_listed])
+        more = len(items) - self.max_listed
+        return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _stopped(messages: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the last assistant message makes no tool call (the policy stopped by itself)."""
+    for m in reversed(messages):
+        if m.get("role") == "assistant":
+            return not m.get("tool_calls")
+    return False
+
+
 #: verifier name -> class, to rebuild verifiers from their records
 VERIFIERS: dict[str, type[TrajectoryVerifier]] = {
     cls.name: cls
@@ -881,6 +976,7 @@ VERIFIERS: dict[str, type[TrajectoryVerifier]] = {
         ToolStepCheck,
         LLMJudge,
         BfclAst,
+        GraphState,
     )
 }
 

@@ -531,16 +531,16 @@ def test_a_row_read_twice_is_a_duplicate_and_an_id_reused_for_another_row_an_err
 
 
 def test_the_family_registry_scores_tool_use_tasks_with_the_tool_use_suite():
+    from kag.schema import Task
     from selfplay.families import family_suite
 
-    assert (
-        family_suite("tool_use").ids
-        == tool_use.suite().ids
-        == [
-            "bfcl_ast@1",
-            "tool_call_validity@1",
-        ]
-    )
+    assert tool_use.suite().ids == ["bfcl_ast@1", "tool_call_validity@1"]
+    suite = family_suite("tool_use")  # BFCL's checks and graph-edit's, picked by task
+    assert suite.ids == ["bfcl_ast@1", "graph_state@1", "tool_call_validity@1"]
+    bfcl = Task(id="t", question="q", family="tool_use", props={"functions": []})
+    edit = Task(id="e", question="q", family="tool_use", props={"graph_edit": {}})
+    assert suite.suite_for(bfcl).ids == tool_use.suite().ids
+    assert suite.suite_for(edit).ids == ["graph_state@1", "tool_call_validity@1"]
 
 
 def test_kag_eval_measures_a_policy_on_imported_bfcl_tasks(sqlite_url, tmp_path, capsys):

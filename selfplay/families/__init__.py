@@ -10,17 +10,24 @@
 |               | (`selfplay.families.compute.ComputeProposer`)         | (`selfplay.families.compute.suite`)  |
 | `tool_use`    | BFCL function-calling sets, imported (`kag import     | `bfcl_ast@1`, `tool_call_validity@1` |
 |               | tasks`; `selfplay.taskimport.import_bfcl_tasks`)      | (`selfplay.families.tool_use.suite`) |
+|               | and multi-turn edits of a scratch copy of a subgraph  | `graph_state@1` (the final state),   |
+|               | (rename, move or remove relations, add linked         | `tool_call_validity@1`               |
+|               | entities...), proposed by a run                       | (`selfplay.families.graph_edit`)     |
+|               | (`selfplay.families.graph_edit.GraphEditProposer`)    |                                      |
 
-`tool_use` tasks are not proposed by a run yet (see `PROPOSED_FAMILIES`); a run asked for them
-says so. Every family shares the graph tools and the solver loop (a run with compute tasks also
-offers the sandboxed `python` tool); a run that mixes families scores each task with its own
-family's suite (`Scorer(suites=...)`), and accepted compute trajectories grow the graph
+Every family but tool_use shares the graph tools and the solver loop (a run with compute tasks
+also offers the sandboxed `python` tool); a tool_use task brings its own tools and system prompt
+(`task_setup`): an imported one its functions, a graph-edit one the edit tools on a fresh scratch
+copy of its subgraph per trajectory (`selfplay.edit_tools`), so the graph itself is never edited.
+A run that mixes families scores each task with its own family's suite (`Scorer(suites=...)`;
+tool_use picks BFCL's or graph-edit's by task), and accepted compute trajectories grow the graph
 (`grow_graph`: a derived fact with PRODUCES and DEPENDS_ON).
 
-| module                       | what it holds                                               |
-|------------------------------|-------------------------------------------------------------|
-| `selfplay.families.compute`  | the compute proposer, `numeric_match@1`, its oracle, growth |
-| `selfplay.families.tool_use` | the tool_use suite, per-task tools and prompt, gold calls   |
+| module                         | what it holds                                                |
+|--------------------------------|--------------------------------------------------------------|
+| `selfplay.families.compute`    | the compute proposer, `numeric_match@1`, its oracle, growth  |
+| `selfplay.families.tool_use`   | the tool_use suite, per-task tools and prompt, gold calls    |
+| `selfplay.families.graph_edit` | the graph-edit proposer, its suite, prompt and oracle        |
 
 >>> "instruction_following@1" in [v.id for v in family_suite("instruction").required]
 True
@@ -34,7 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from kag.schema import TASK_FAMILIES, Task
+from kag.schema import TASK_FAMILIES, Task, Tool
 from kag.stores.base import GraphBatch, GraphStore
 from selfplay.proposer import Proposal, Proposer
 from selfplay.rewards import VerifierSuite
@@ -45,6 +52,7 @@ __all__ = [
     "PROPOSED_FAMILIES",
     "check_families",
     "family_suite",
+    "family_tools",
     "grow_graph",
     "FamilyProposer",
     "split_request",
@@ -52,11 +60,11 @@ __all__ = [
 ]
 
 #: families a self-play run proposes from the graph
-PROPOSED_FAMILIES: tuple[str, ...] = ("search", "instruction", "compute")
+PROPOSED_FAMILIES: tuple[str, ...] = ("search", "instruction", "compute", "tool_use")
 
 
 def check_families(families: Sequence[str]) -> tuple[str, ...]:
-    """The families of a run, checked: known, proposed by a run, none twice.
+    """The families of a run, checked: known, none twice.
 
     >>> check_families(["search"])
     ('search',)
@@ -68,12 +76,6 @@ def check_families(families: Sequence[str]) -> tuple[str, ...]:
         if family not in TASK_FAMILIES:
             raise ValueError(
                 f"unknown task family {family!r}; choose from {', '.join(TASK_FAMILIES)}"
-            )
-        if family not in PROPOSED_FAMILIES:
-            raise ValueError(
-                f"self-play does not propose {family!r} tasks yet (it proposes "
-                f"{', '.join(PROPOSED_FAMILIES)}); import such tasks with `kag import tasks` "
-                "and measure a model on them with `kag eval --tasks FILE`"
             )
     if len(set(out)) != len(out):
         raise ValueError(f"a task family is named twice: {list(out)}")
@@ -90,11 +92,25 @@ def family_suite(family: str, *, judge: Any = None) -> VerifierSuite:
         from selfplay.families.compute import suite
 
         return suite(judge=judge)
-    if family == "tool_use":  # function calls against an answer key: no judge applies
-        from selfplay.families.tool_use import suite
+    if family == "tool_use":  # calls against an answer key or a final state: no judge applies
+        from selfplay.families.tool_use import family_suite as tool_use_suite
 
-        return suite()
+        return tool_use_suite()
     return VerifierSuite.default(judge=judge)
+
+
+def family_tools(families: Sequence[str]) -> list[Tool]:
+    """Tool nodes a run of these families must hold before its trajectories are written (the
+    Steps of graph-edit trajectories point at the edit tools).
+
+    >>> [t.name for t in family_tools(["tool_use"])][:2]
+    ['find_entities', 'read_entity']
+    """
+    if "tool_use" not in families:
+        return []
+    from selfplay.edit_tools import edit_tool_records
+
+    return edit_tool_records()
 
 
 def split_request(n: int, families: Sequence[str]) -> dict[str, int]:
@@ -114,6 +130,7 @@ class FamilyProposer:
         self.store = store
         self.search = search
         self._compute: Any = None
+        self._graph_edit: Any = None
 
     def propose(
         self,
@@ -129,7 +146,7 @@ class FamilyProposer:
 
         Instruction tasks compose constraints onto fresh search tasks of walks no instruction
         task of the graph is built on yet (their `base_task_id`s are excluded), so each walk
-        gives one.
+        gives one. tool_use tasks are graph-edit tasks of `hops` edits (at least two).
         """
         if family == "search":
             return self.search.propose(n, hops=hops, seed=seed, coverage=coverage, exclude=exclude)
@@ -155,12 +172,19 @@ class FamilyProposer:
 
                 self._compute = ComputeProposer(self.store)
             return self._compute.propose(n, seed=seed, exclude=exclude)
+        if family == "tool_use":
+            if self._graph_edit is None:
+                from selfplay.families.graph_edit import GraphEditProposer
+
+                self._graph_edit = GraphEditProposer(self.store)
+            return self._graph_edit.propose(n, edits=hops, seed=seed, exclude=exclude)
         raise ValueError(f"self-play does not propose {family!r} tasks (see check_families)")
 
 
 def task_setup(store: GraphStore) -> Callable[[Task], TaskSetup | None]:
     """`Solver(setup=...)` for a graph: a tool_use task is offered its own functions (the Tool
-    nodes it lists) with its system prompt; every other task the run's tools.
+    nodes it lists) with its system prompt, a graph-edit one the edit tools on a fresh scratch
+    copy (one per call, so one per trajectory); every other task the run's tools.
 
     >>> setup = task_setup(store); setup(bfcl_task).tools.names  # doctest: +SKIP
     ['calculate_triangle_area']

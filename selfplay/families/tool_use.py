@@ -1,19 +1,31 @@
 """The `tool_use` family: function-calling tasks (BFCL's), their verifiers, tools and gold calls.
 
-A tool_use task asks for function calls, not for an answer looked up in the graph: it offers its
-own functions (Tool nodes, ids in `task.props["tools"]`) and passes when its calls match its
-answer key by BFCL's AST rules (`bfcl_ast@1`) and are valid for the tools' JSON schemas
-(`tool_call_validity@1`).
+A tool_use task asks for function calls, not for an answer looked up in the graph. Its tasks come
+from two sources, each with its own tools and checks (`family_suite()` picks by task):
+
+| source       | tasks                                  | tools                 | checked by          |
+|--------------|----------------------------------------|-----------------------|---------------------|
+| BFCL         | imported (`kag import tasks`)          | the task's functions  | `bfcl_ast@1`        |
+| `graph_edit` | proposed by a run                      | edit tools on a       | `graph_state@1`     |
+|              | (`selfplay.families.graph_edit`)       | scratch copy          |                     |
+
+An imported task offers its own functions (Tool nodes, ids in `task.props["tools"]`) and passes
+when its calls match its answer key by BFCL's AST rules (`bfcl_ast@1`); a graph-edit task passes
+when the scratch copy it edits ends in the expected state (`graph_state@1`). Both need calls
+valid for the tools' JSON schemas (`tool_call_validity@1`).
 
 | name                 | what it gives                                                             |
 |----------------------|---------------------------------------------------------------------------|
 | `FAMILY`             | `"tool_use"`                                                              |
 | `SYSTEM_PROMPT`      | the family's system prompt                                                |
-| `suite()`            | the `VerifierSuite`: required `bfcl_ast@1`, `tool_call_validity@1`        |
+| `suite()`            | the BFCL `VerifierSuite`: required `bfcl_ast@1`, `tool_call_validity@1`   |
+| `family_suite()`     | `ToolUseSuite`: each task scored by its source's suite                   |
 | `registry(store, task)` | a `ToolRegistry` of the task's tools; a call is recorded, not executed |
+|                      | (a graph-edit task: the edit tools on a fresh scratch copy)              |
 | `system_prompt(task)`| `SYSTEM_PROMPT` and the task's own system message, if it has one          |
 | `oracle_calls(task)` | the gold calls `(name, arguments)`: the answer key's first allowed values |
 | `oracle_turn(task, messages)` | the oracle's next message: every gold call, then a final answer  |
+|                      | (a graph-edit task: `selfplay.families.graph_edit.oracle_turn`)           |
 | `expected_calls(functions, ground_truth)` | the gold calls in BFCL's `{name: arguments}` shape |
 | `answer_key_problem(functions, ground_truth, category)` | why no call can pass, or None |
 | `answers_of(calls)`  | the gold calls as text, `task.answers` of an imported task                |
@@ -39,15 +51,18 @@ import jsonschema
 
 from kag.schema import Task
 from selfplay.bfcl import call_text, check_calls, gold_calls
-from selfplay.rewards import RewardConfig, VerifierSuite
+from selfplay.families import graph_edit
+from selfplay.rewards import RewardConfig, SuiteResult, VerifierSuite
 from selfplay.tooldefs import to_json_schema
 from selfplay.tools import Observation, ToolRegistry
 from selfplay.toolschema import schema_validator_class
-from selfplay.verifiers import BfclAst, ToolCallValidity
+from selfplay.verifiers import BfclAst, GraphState, ToolCallValidity, VerifyContext
 
 __all__ = [
     "FAMILY",
     "SYSTEM_PROMPT",
+    "ToolUseSuite",
+    "family_suite",
     "answer_key_problem",
     "answers_of",
     "expected_calls",
@@ -83,14 +98,49 @@ def suite() -> VerifierSuite:
     )
 
 
+class ToolUseSuite(VerifierSuite):
+    """The tool_use family's suite: a graph-edit task is scored by `graph_edit.suite()`, every
+    other (BFCL) task by `suite()`. Its ids and Verifier records are those of both.
+
+    >>> family_suite().ids
+    ['bfcl_ast@1', 'graph_state@1', 'tool_call_validity@1']
+    """
+
+    def __init__(self) -> None:
+        self.bfcl = suite()
+        self.graph_edit = graph_edit.suite()
+        super().__init__(
+            required=[BfclAst(), GraphState(), ToolCallValidity()],
+            steps=None,
+            reward=self.bfcl.reward,
+        )
+
+    def suite_for(self, task: Task) -> VerifierSuite:
+        """The suite that scores `task`."""
+        return self.graph_edit if graph_edit.is_graph_edit(task) else self.bfcl
+
+    def evaluate(
+        self, task: Task, trajectory: Any, context: VerifyContext | None = None
+    ) -> SuiteResult:
+        return self.suite_for(task).evaluate(task, trajectory, context)
+
+
+def family_suite() -> ToolUseSuite:
+    """The suite of every tool_use task (`ToolUseSuite`)."""
+    return ToolUseSuite()
+
+
 def registry(store: Any, task: Task) -> ToolRegistry:
     """The task's tools (`task.props["tools"]`, read from the graph), each answering a valid
     call with `{"status": "recorded; ..."}`: an error observation would tell the policy that a
-    right call failed. A call the schema rejects still gets an error observation.
+    right call failed. A call the schema rejects still gets an error observation. A graph-edit
+    task gets the edit tools on a fresh scratch copy of its subgraph (`graph_edit.registry`).
 
     >>> registry(graph, task).names  # doctest: +SKIP
     ['calculate_triangle_area']
     """
+    if graph_edit.is_graph_edit(task):
+        return graph_edit.registry(task)
     store = getattr(store, "store", store)
     ids = list(task.props.get("tools") or ())
     if not ids:
@@ -113,11 +163,14 @@ def _recorder(name: str) -> Callable[..., Observation]:
 
 
 def system_prompt(task: Task) -> str:
-    """`SYSTEM_PROMPT`, then the task's own system message(s) (some BFCL rows have one).
+    """`SYSTEM_PROMPT`, then the task's own system message(s) (some BFCL rows have one); a
+    graph-edit task's is `graph_edit.SYSTEM_PROMPT`.
 
     >>> system_prompt(Task(id="t", question="q", family="tool_use")) == SYSTEM_PROMPT
     True
     """
+    if graph_edit.is_graph_edit(task):
+        return graph_edit.SYSTEM_PROMPT
     own = [
         m["content"]
         for m in task.props.get("messages") or ()
@@ -210,6 +263,8 @@ def oracle_turn(task: Task, messages: Sequence[Mapping[str, Any]], *, final: boo
     >>> oracle_turn(task, [system, user]).count("<tool_call>")  # doctest: +SKIP
     2
     """
+    if graph_edit.is_graph_edit(task):
+        return graph_edit.oracle_turn(task, messages, final=final)
     called = any(m.get("role") == "assistant" for m in messages)
     if called or final:
         listed = "; ".join(task.answers) or "no call"
