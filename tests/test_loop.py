@@ -79,7 +79,7 @@ def test_loop_stages_train_teachers_once_and_skip_the_last_rounds_student() -> N
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"families": ("search", "tool_use")}, "cannot propose"),
+        ({"families": ("search", "chat")}, "cannot propose"),
         ({"families": ("search", "search")}, "listed twice"),
         ({"loop_id": "a:b"}, "loop id"),
         ({"rounds": 0}, "rounds must be >= 1"),

@@ -66,8 +66,8 @@ __all__ = [
 STAGE_KIND = "loop-stage"
 #: kind of the Run that holds a loop's config
 LOOP_KIND = "loop"
-#: families the loop trains a teacher for (tool_use tasks are imported, not proposed, today)
-LOOP_FAMILIES = ("search", "compute", "instruction")
+#: families the loop trains a teacher for
+LOOP_FAMILIES = ("search", "compute", "instruction", "tool_use")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
