@@ -388,6 +388,7 @@ class Proposer:
             self.csr_walk = self.csr_walk.bidirectional()
         self.phrases = self.store.relation_phrases()
         self._both: CSRGraph | None = None
+        self._position: dict[str, int] | None = None
         self._rel_index = {r: i for i, r in enumerate(self.csr.relation_types)}
 
     # ------------------------------------------------------------------ answers
@@ -638,7 +639,7 @@ class Proposer:
         (or the set reached) lists more than `max_fanout` entities: a solver could not see it
         all in one `get_relations` call."""
         limit = self.config.max_fanout
-        frontier = np.unique(self.csr.index_of([start]))
+        frontier = np.array([self._node(start)], dtype=np.int64)
         for step in relations:
             relation, direction = parse_step(step)
             r = self._rel_index.get(relation)
@@ -659,6 +660,12 @@ class Proposer:
             if frontier.size > limit:
                 return None
         return sorted(self.csr.entity_ids[i] for i in frontier.tolist())
+
+    def _node(self, entity_id: str) -> int:
+        """The CSR node of an entity id (`CSRGraph.index_of` builds its map on every call)."""
+        if self._position is None:
+            self._position = {e: i for i, e in enumerate(self.csr.entity_ids)}
+        return self._position[entity_id]
 
     @property
     def _csr_both(self) -> CSRGraph:
@@ -742,7 +749,7 @@ class Proposer:
                 dropped["too_many_answers" if answers else "dead_end"] += 1
                 continue
             start = walk.entities[0]
-            node = int(both.index_of([start])[0])
+            node = self._node(start)
             lo, hi = int(both.indptr[node]), int(both.indptr[node + 1])
             if hi - lo > 4 * limit:  # a hub: sample its edges, never scan them all
                 picks = np.sort(rng.choice(hi - lo, size=4 * limit, replace=False)) + lo
