@@ -403,7 +403,7 @@ class Proposer:
         >>> Proposer(g).reach("london", ["~born_in"])  # doctest: +SKIP
         ['ada']
         """
-        frontier = np.unique(self.csr.index_of([start]))
+        frontier = np.array([self._node(start)], dtype=np.int64)
         for step in relations:
             relation, direction = parse_step(step)
             r = self._rel_index.get(relation)
@@ -665,7 +665,10 @@ class Proposer:
         """The CSR node of an entity id (`CSRGraph.index_of` builds its map on every call)."""
         if self._position is None:
             self._position = {e: i for i, e in enumerate(self.csr.entity_ids)}
-        return self._position[entity_id]
+        try:
+            return self._position[entity_id]
+        except KeyError:
+            raise ValueError(f"entity {entity_id!r} is not in the walk graph") from None
 
     @property
     def _csr_both(self) -> CSRGraph:
