@@ -7,6 +7,8 @@
 |                                |                                                       | `MultiDiGraph`, answers by set    |
 |                                |                                                       | expansion, the same filters       |
 | `{kb}_instruction_tasks_per_s` | search tasks with output constraints composed on them | the search proposer of the run    |
+| `{kb}_search_{set,obfuscated}_tasks_per_s` | set and obfuscated search tasks (`ProposerConfig.shapes`, | the chain search proposer |
+|                                | `directions="both"`), drops per shape  |                                   |
 | `{kb}_compute_tasks_per_s`     | `ComputeProposer.propose` (numeric facts; MetaQA's    | the search proposer of the run    |
 |                                | years are relation targets, FB15k-237 has no numbers: |                                   |
 |                                | count tasks only)                                     |                                   |
@@ -34,6 +36,9 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# `python benchmarks/tasks.py` puts benchmarks/ first on sys.path, where benchmarks/selfplay.py
+# would shadow the selfplay package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(REPO))
 
 DATA = REPO.parent / "shared" / "data"
@@ -113,7 +118,7 @@ def networkx_tasks(store, n: int, seed: int, max_answers: int = 10) -> tuple[int
 def measure(kb: str, url: str, n: int) -> list[dict]:
     import kag
     from selfplay.families import FamilyProposer
-    from selfplay.proposer import Proposer
+    from selfplay.proposer import Proposer, ProposerConfig
 
     results = []
     with kag.open(url) as graph:
@@ -147,6 +152,28 @@ def measure(kb: str, url: str, n: int) -> list[dict]:
                     "seconds": round(seconds, 3),
                     "walks": proposal.walks,
                     "dropped": shares(proposal.dropped, total),
+                    "hops": HOPS,
+                }
+            )
+        for shape in ("set", "obfuscated"):  # the other search shapes, against chain walks
+            shaped = Proposer(store, config=ProposerConfig(shapes=(shape,), directions="both"))
+            shaped.propose(8, hops=HOPS, seed=99)  # warm-up: the two-way CSR
+            proposal, seconds = timed(lambda p=shaped: p.propose(n, hops=HOPS, seed=1))
+            rate = len(proposal.tasks) / seconds if seconds else 0.0
+            total = max(proposal.walks, len(proposal.tasks) + sum(proposal.dropped.values()))
+            results.append(
+                {
+                    "metric": f"{kb.replace('-', '_')}_search_{shape}_tasks_per_s",
+                    "value": round(rate, 2),
+                    "unit": "tasks/s",
+                    "baseline": "the chain search proposer, same run",
+                    "baseline_value": round(search_rate or 0.0, 2),
+                    "ratio": round(rate / search_rate, 3) if search_rate else None,
+                    "tasks": len(proposal.tasks),
+                    "asked": n,
+                    "seconds": round(seconds, 3),
+                    "walks": proposal.walks,
+                    "dropped": shares(proposal.dropped_by_shape.get(shape, Counter()), total),
                     "hops": HOPS,
                 }
             )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kag.stores.base import GraphStore
-from kag.walks import parse_step
+from kag.walks import parse_step, path_branches
 
 __all__ = ["Coverage", "coverage_counts", "coverage_stats"]
 
@@ -43,8 +43,14 @@ def coverage_counts(store: GraphStore) -> Coverage:
             if entities:
                 cov.start_entities[entities[0]] += 1
             cov.entities.update(set(entities))
-            # an inverse step `~r` covers the relation type `r`
-            cov.relation_types.update(parse_step(r)[0] for r in path.get("relations", []))
+            # an inverse step `~r` covers the relation type `r`; a set or obfuscated task's
+            # relations are those of all its chains
+            steps = (
+                [r for b in path_branches(path) for r in b.relations]
+                if "branches" in path
+                else path.get("relations", [])
+            )
+            cov.relation_types.update(parse_step(r)[0] for r in steps)
     return cov
 
 

@@ -372,7 +372,9 @@ class Task(Node):
     """A verifiable task x = (q, d, y*, E_q, V_q).
 
     `path` is the walk behind the task: entity ids and the relation type of each hop, as
-    ``{"entities": [e0, e1, ...], "relations": [r1, ...]}``; `answers` are answer entity names;
+    ``{"entities": [e0, e1, ...], "relations": [r1, ...]}`` (a set or obfuscated search task
+    holds several chains under ``"branches"``: `kag.walks.path_branches`); `answers` are answer
+    entity names;
     `family` is one of `TASK_FAMILIES` (the teacher domain whose verifiers and tools apply).
     """
 

@@ -50,7 +50,10 @@ __all__ = [
     "WalkMode",
     "WalkDirections",
     "INVERSE_PREFIX",
+    "PathBranch",
+    "flip_step",
     "inverse_step",
+    "path_branches",
     "parse_step",
     "sample_walks",
     "walk_signature",
@@ -74,6 +77,66 @@ def inverse_step(relation: str) -> str:
     '~directed_by'
     """
     return INVERSE_PREFIX + relation
+
+
+def flip_step(step: str) -> str:
+    """The step that undoes `step`: `r` <-> `~r` (an entity reached by `step` from `a` reaches
+    `a` back by `flip_step(step)`).
+
+    >>> flip_step("directed_by"), flip_step("~directed_by")
+    ('~directed_by', 'directed_by')
+    """
+    relation, direction = parse_step(step)
+    return relation if direction == "in" else inverse_step(relation)
+
+
+@dataclass(frozen=True, slots=True)
+class PathBranch:
+    """One relation chain of a task path: `entities[k] -[relations[k]]-> entities[k+1]`.
+
+    `role` is "answer" (the chain's end set holds the answers) or "start" (its end set pins
+    down the start entity of the answer chain: an obfuscated start, see `path_branches`).
+    """
+
+    entities: tuple[str, ...]
+    relations: tuple[str, ...]
+    role: Literal["answer", "start"] = "answer"
+
+
+def path_branches(path: Any) -> list[PathBranch]:
+    """The relation chains of a `Task.path`, in the shapes the search proposer writes.
+
+    | `path["shape"]`     | chains                                                              |
+    |---------------------|---------------------------------------------------------------------|
+    | absent or "chain"   | one answer chain: `entities` and `relations` (`e0 -r1-> ... -> eH`) |
+    | "set"               | `branches`: answer chains from named entities; the answers are the  |
+    |                     | intersection of what each chain reaches                             |
+    | "obfuscated"        | `branches`: "start" chains whose reached sets intersect in exactly  |
+    |                     | the answer chain's start entity, then that answer chain             |
+
+    A path without a relation chain (an imported task with only its topic entity) has none.
+
+    >>> path_branches({"entities": ["a", "b"], "relations": ["r"]})
+    [PathBranch(entities=('a', 'b'), relations=('r',), role='answer')]
+    >>> [b.role for b in path_branches({"shape": "obfuscated", "branches": [
+    ...     {"entities": ["x", "s"], "relations": ["~r"], "role": "start"},
+    ...     {"entities": ["s", "t"], "relations": ["q"]}]})]
+    ['start', 'answer']
+    """
+    if not path:
+        return []
+    if "branches" in path:
+        out = []
+        for b in path.get("branches") or ():
+            entities, relations = tuple(b.get("entities") or ()), tuple(b.get("relations") or ())
+            if relations and len(relations) == len(entities) - 1:
+                role = "start" if b.get("role") == "start" else "answer"
+                out.append(PathBranch(entities=entities, relations=relations, role=role))
+        return out
+    entities, relations = tuple(path.get("entities") or ()), tuple(path.get("relations") or ())
+    if relations and len(relations) == len(entities) - 1:
+        return [PathBranch(entities=entities, relations=relations)]
+    return []
 
 
 def parse_step(step: str) -> tuple[str, Literal["out", "in"]]:

@@ -264,7 +264,7 @@ def _stdout_to_stderr() -> Iterator[None]:
 def main(argv: list[str]) -> int:
     """`kag selfplay run --engine vllm|openai|oracle [--model DIR] [--base-url URL] [--tasks N]
     [--samples K] [--hops 2-4] [--run-id ID] [--seed S] [--workers N] [--graph URL]
-    [--rewrite-questions] [--directions out|both] [--judge policy|MODEL [--judge-base-url URL] [--judge-required]
+    [--rewrite-questions] [--directions out|both] [--shape chain|set|obfuscated] [--judge policy|MODEL [--judge-base-url URL] [--judge-required]
     [--judge-constrained]]`."""
     parser = argparse.ArgumentParser(
         prog="kag selfplay",
@@ -327,6 +327,15 @@ def main(argv: list[str]) -> int:
         help="walk relations from source to target only (default), or both ways, inverse steps "
         'making questions such as "the genre of a film directed by X"',
     )
+    p.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        choices=("chain", "set", "obfuscated"),
+        help="search task shape (repeatable; default chain): chain (a walk), set (two "
+        "constraints intersected: films directed by X of genre Y) or obfuscated (the start "
+        "described by its relations, not named)",
+    )
     _add_judge_arguments(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = parser.parse_args(argv)
@@ -360,7 +369,11 @@ def main(argv: list[str]) -> int:
         python_tool=args.python_tool,
         progress=not args.no_progress,
         judge=judge,
-        proposer=ProposerConfig(rewrite=args.rewrite_questions, directions=args.directions),
+        proposer=ProposerConfig(
+            rewrite=args.rewrite_questions,
+            directions=args.directions,
+            shapes=tuple(args.shape) or ("chain",),
+        ),
         solver=SolverConfig(
             max_turns=args.max_turns,
             max_new_tokens=args.max_new_tokens,

@@ -178,6 +178,9 @@ class SelfPlayConfig:
         # the default leaves no trace, so runs made before `directions` existed resume
         if d["proposer"].get("directions") == "out":
             del d["proposer"]["directions"]
+        if d["proposer"].get("shapes") == ["chain"]:  # likewise for runs before task shapes
+            del d["proposer"]["shapes"]
+            del d["proposer"]["max_fanout"]
         return d
 
     def work_fields(self) -> dict[str, Any]:

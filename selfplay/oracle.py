@@ -14,6 +14,11 @@ verifiers and write-back, in the same message format (`policy="oracle"`). Its tu
 |        | another separator when a name holds ";"); a task with output constraints gets the  |
 |        | reply `selfplay.constraints.render_reply` writes to meet them                      |
 
+A set task (`Task.path["branches"]`, `kag.walks.path_branches`) gets every chain expanded in
+turn, its anchors looked up in the first turn, and the answer is what all chains reach; an
+obfuscated task gets its "start" chains expanded first, then the answer chain from the one entity
+they all reach.
+
 A `tool_use` task (no path: an answer key) gets `selfplay.families.tool_use.oracle_turn`: every
 gold call in one turn, then an answer naming them.
 
@@ -30,7 +35,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from kag.walks import inverse_step, parse_step
+from kag.walks import inverse_step, parse_step, path_branches
 from selfplay.constraints import render_reply, task_constraints
 from selfplay.rollout import Rollout
 from selfplay.solver import Action, TurnRequest
@@ -71,9 +76,8 @@ class OraclePolicy:
             from selfplay.families.tool_use import oracle_turn
 
             return oracle_turn(task, r.messages, final=request.final)
-        entities = list(task.path.get("entities", []))
-        relations = list(task.path.get("relations", []))
-        if not entities or len(relations) != len(entities) - 1:
+        branches = path_branches(task.path)
+        if not branches:
             return "<answer></answer>"
         n = sum(m["role"] == "assistant" for m in r.messages)
         if n < self.malformed_turns and not request.final:
@@ -82,32 +86,46 @@ class OraclePolicy:
                 '{"name": "search_entities", "arguments": {"query": </tool_call>'
             )
         if n == self.malformed_turns and not request.final:
-            name = str(task.props.get("start_name") or entities[0])
+            # a set or obfuscated task names several entities: look each one up
+            names = [str(x) for x in task.props.get("start_names") or ()] or [
+                str(task.props.get("start_name") or branches[0].entities[0])
+            ]
+            quoted = ", ".join(f'"{x}"' for x in names)
             return _call_text(
-                f'Find the start entity "{name}".',
-                [("search_entities", {"query": name})],
+                f"Find the start entit{'y' if len(names) == 1 else 'ies'} {quoted}.",
+                [("search_entities", {"query": x}) for x in names],
             )
         expanded = _expansions(r.messages)
-        # hop k's frontier: what relations 1..k reached from the start, path entity first
-        frontier = [entities[0]]
-        for k, relation in enumerate(relations, start=1):
-            pending = [e for e in frontier if (e, relation) not in expanded]
-            if pending:
-                if request.final:
-                    return "<think>Out of turns before the last hop.</think>\n<answer></answer>"
-                batch = pending[: self.max_calls_per_turn]
-                base, direction = parse_step(relation)
-                args = {"relation": base, **({"direction": "in"} if direction == "in" else {})}
-                return _call_text(
-                    f'Hop {k}: follow "{base}"{" backwards" if direction == "in" else ""} from '
-                    f"{len(batch)} entit{'y' if len(batch) == 1 else 'ies'}.",
-                    [("get_relations", {"entity_id": e, **args}) for e in batch],
-                )
-            found = sorted({t for e in frontier for t in expanded[(e, relation)]})
-            frontier = _path_first(found, entities[k]) if found else []
-            if not frontier:
-                break
-        return self._answer(frontier, _names(r.messages), task)
+        # an obfuscated start is what every "start" chain reaches; the answers are what every
+        # answer chain reaches (one chain: all it reaches)
+        start_sets: list[list[str]] = []
+        answer_sets: list[list[str]] = []
+        for branch in branches:
+            if branch.role == "answer" and start_sets:
+                met = [e for e in start_sets[0] if all(e in other for other in start_sets[1:])]
+                frontier = _path_first(met, branch.entities[0]) if met else []
+            else:
+                frontier = [branch.entities[0]]
+            for k, relation in enumerate(branch.relations, start=1):
+                if not frontier:
+                    break
+                pending = [e for e in frontier if (e, relation) not in expanded]
+                if pending:
+                    if request.final:
+                        return "<think>Out of turns before the last hop.</think>\n<answer></answer>"
+                    batch = pending[: self.max_calls_per_turn]
+                    base, direction = parse_step(relation)
+                    args = {"relation": base, **({"direction": "in"} if direction == "in" else {})}
+                    return _call_text(
+                        f'Hop {k}: follow "{base}"{" backwards" if direction == "in" else ""} '
+                        f"from {len(batch)} entit{'y' if len(batch) == 1 else 'ies'}.",
+                        [("get_relations", {"entity_id": e, **args}) for e in batch],
+                    )
+                found = sorted({t for e in frontier for t in expanded[(e, relation)]})
+                frontier = _path_first(found, branch.entities[k]) if found else []
+            (start_sets if branch.role == "start" else answer_sets).append(frontier)
+        reached = [e for e in answer_sets[0] if all(e in other for other in answer_sets[1:])]
+        return self._answer(reached, _names(r.messages), task)
 
     def _answer(self, reached: list[str], names: dict[str, str], task: Any) -> str:
         answers = list(dict.fromkeys(names.get(i, i) for i in reached))

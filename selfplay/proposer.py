@@ -12,6 +12,24 @@ A walk `e0 -[r1]-> e1 -[r2]-> ... -[rH]-> eH` becomes a `Task`:
 | verifiers     | the ids in `ProposerConfig.verifiers` (CHECKED_BY edges)                      |
 | id            | `task:` + the walk signature, so reruns never duplicate a task                |
 
+Three task shapes (`ProposerConfig.shapes`; `Task.path` holds the chains, `kag.walks.path_branches`
+reads them):
+
+| shape        | question                                             | answers                          |
+|--------------|------------------------------------------------------|----------------------------------|
+| `chain`      | "What is the genre of a film directed by "X"?"       | what the chain reaches from X    |
+| `set`        | "Which entities are both a film directed by "X" and  | reach(X, [~directed_by]) ∩       |
+|              | a film of genre "Y"?" (two chains, WebShaper-style)  | reach(Y, [~has_genre])           |
+| `obfuscated` | "What is the genre of the only entity that is a film | the chain from the start, which  |
+|              | directed by "X"?" (the start described, not named:   | the description pins down        |
+|              | WebSailor-style)                                     | uniquely                         |
+
+A set task's answer set is non-empty, at most `max_answers` and smaller than each constraint's
+alone (both constraints matter); an obfuscated start is the one entity its description (one
+relation to a named entity, or two intersected) reaches, and the question names neither it nor
+any answer. Every expansion behind a set constraint or a description lists at most `max_fanout`
+entities, so one `get_relations` call sees all of it.
+
 Tasks whose question names one of their answers (a shortcut, `selfplay.answers.leaked_answer`, the
 check the `no_shortcut` verifier makes) or that reach too many answers are rejected; walks whose signature is already a task (in this batch or in the graph) are skipped.
 
@@ -22,6 +40,8 @@ check the `no_shortcut` verifier makes) or that reach too many answers are rejec
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,21 +56,27 @@ from kag.stores.base import GraphStore
 from kag.walks import (
     WALK_DIRECTIONS,
     CSRGraph,
+    PathBranch,
     Walk,
     WalkDirections,
     WalkMode,
+    flip_step,
     parse_step,
     sample_walks,
+    walk_signature,
 )
 from selfplay.answers import leaked_answer
 from selfplay.phrases import infer_inverse_phrase, infer_relation_phrase
 
 __all__ = [
+    "SEARCH_SHAPES",
     "ProposerConfig",
     "Proposal",
     "Proposer",
     "relation_phrase",
     "render_question",
+    "render_set_question",
+    "shape_signature",
     "accept_rewrite",
     "REWRITE_REFUSALS",
     "task_id_for",
@@ -83,7 +109,9 @@ def relation_phrase(relation: str, phrases: Mapping[str, str] | None = None) -> 
     return infer_relation_phrase(relation)
 
 
-def render_question(start_name: str, phrases: Sequence[str]) -> str:
+def render_question(
+    start_name: str, phrases: Sequence[str], *, start_text: str | None = None
+) -> str:
     """The task question of a walk from its start entity's name and its relation phrases.
 
     Phrases with `{x}` for the subject (`"the city where {x} was born"`) nest; any other phrase
@@ -95,16 +123,83 @@ def render_question(start_name: str, phrases: Sequence[str]) -> str:
     'What is the country the city where "Ada" was born is in?'
     >>> render_question("Ada", ["born in", "located in"])
     'Start from "Ada" and follow "born in", then "located in". Which entities do you reach?'
+
+    `start_text` stands in for the quoted name (an obfuscated start: a description of it):
+
+    >>> render_question("", ["the genre of {x}"], start_text='the only entity that is a film directed by "X"')
+    'What is the genre of the only entity that is a film directed by "X"?'
     """
     if not phrases:
         raise ValueError("a question needs at least one relation phrase")
+    start = start_text if start_text is not None else f'"{start_name}"'
     if all("{x}" in p for p in phrases):
-        text = f'"{start_name}"'
+        text = start
         for phrase in phrases:
             text = phrase.replace("{x}", text)
         return f"What is {text}?"
     chain = ", then ".join(f'"{p.replace("{x}", "it")}"' for p in phrases)
-    return f'Start from "{start_name}" and follow {chain}. Which entities do you reach?'
+    return f"Start from {start} and follow {chain}. Which entities do you reach?"
+
+
+def _branch_text(anchor_name: str, phrases: Sequence[str]) -> str:
+    """A noun phrase for what a chain reaches from a named entity.
+
+    >>> _branch_text("X", ["a film directed by {x}"])
+    'a film directed by "X"'
+    >>> _branch_text("X", ["born in"])
+    'reached from "X" by following "born in"'
+    """
+    if all("{x}" in p for p in phrases):
+        text = f'"{anchor_name}"'
+        for phrase in phrases:
+            text = phrase.replace("{x}", text)
+        return text
+    chain = ", then ".join(f'"{p.replace("{x}", "it")}"' for p in phrases)
+    return f'reached from "{anchor_name}" by following {chain}'
+
+
+def render_set_question(branches: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """The question of a set task: what every chain (anchor name, relation phrases) reaches.
+
+    >>> render_set_question([("X", ["a film directed by {x}"]), ("Y", ["a film of genre {x}"])])
+    'Which entities are both a film directed by "X" and a film of genre "Y"?'
+    """
+    if len(branches) < 2:
+        raise ValueError("a set question needs at least two constraints")
+    texts = [_branch_text(name, phrases) for name, phrases in branches]
+    return f"Which entities are both {' and '.join(texts)}?"
+
+
+def _described_start(descriptions: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """The words that stand for an obfuscated start entity.
+
+    >>> _described_start([("X", ["a film directed by {x}"])])
+    'the only entity that is a film directed by "X"'
+    """
+    texts = [_branch_text(name, phrases) for name, phrases in descriptions]
+    if len(texts) == 1:
+        return f"the only entity that is {texts[0]}"
+    return f"the only entity that is both {' and '.join(texts)}"
+
+
+def shape_signature(shape: str, branches: Sequence[PathBranch]) -> str:
+    """Stable hash of a set or obfuscated task: its shape and each chain's `walk_signature`
+    (a set task's chains in sorted order, so the same intersection found from either side is
+    one task); never equal to a chain task's signature, which hashes no shape.
+
+    >>> a, b = PathBranch(("x", "f"), ("~r",)), PathBranch(("y", "f"), ("~s",))
+    >>> shape_signature("set", [a, b]) == shape_signature("set", [b, a])
+    True
+    """
+    parts = [[b.role, walk_signature(b.entities[0], b.relations)] for b in branches]
+    if shape == "set":
+        parts.sort()
+    payload = json.dumps([shape, parts], separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+#: the task shapes the search proposer makes (`ProposerConfig.shapes`)
+SEARCH_SHAPES: tuple[str, ...] = ("chain", "set", "obfuscated")
 
 
 #: why `accept_rewrite` refuses a rewrite: the first word of its reason
@@ -144,9 +239,14 @@ def accept_rewrite(task: Task, text: str) -> str | None:
     limit = 4 * len(task.question)
     if len(text) > limit:
         return f"too_long: {len(text)} characters, more than {limit} (4 x the template)"
-    start_name = str((task.props or {}).get("start_name", ""))
-    if start_name and f'"{start_name}"' not in text:
-        return f'drops_start_name: the rewrite does not keep the quoted start name "{start_name}"'
+    props = task.props or {}
+    # a set or obfuscated task names several entities (`start_names`): each must stay
+    for start_name in props.get("start_names") or [props.get("start_name", "")]:
+        start_name = str(start_name)
+        if start_name and f'"{start_name}"' not in text:
+            return (
+                f'drops_start_name: the rewrite does not keep the quoted start name "{start_name}"'
+            )
     leaked = leaked_answer(text, task.answers)
     if leaked is not None:
         return f"names_answer: the rewrite names the answer {leaked!r}"
@@ -198,6 +298,15 @@ class ProposerConfig:
     rewrite: bool = False
     #: new tokens for a rewrite
     rewrite_max_tokens: int = 96
+    #: task shapes to propose, the tasks asked for shared out over them in this order
+    #: (`SEARCH_SHAPES`): "chain" (a walk), "set" (two chains intersected) and "obfuscated" (a
+    #: chain whose start is described by its relations, not named); see the module docstring.
+    #: Default chain only, the tasks every run made before shapes existed
+    shapes: tuple[str, ...] = ("chain",)
+    #: set and obfuscated tasks only: every `get_relations` expansion behind a constraint or a
+    #: description, and each constraint's whole set, lists at most this many entities (default
+    #: 50, the most the graph tools' `get_relations` lists), so a solver sees all of it
+    max_fanout: int = 50
 
     def __post_init__(self) -> None:
         if self.max_answers < 1:
@@ -212,6 +321,19 @@ class ProposerConfig:
             raise ValueError(f"coverage_strength must be >= 0, got {self.coverage_strength}")
         if self.max_out_degree is not None and self.max_out_degree < 1:
             raise ValueError(f"max_out_degree must be >= 1 or None, got {self.max_out_degree}")
+        if isinstance(self.shapes, str):
+            raise ValueError(
+                f"shapes must be a list of shape names, not the string {self.shapes!r}"
+            )
+        object.__setattr__(self, "shapes", tuple(self.shapes))
+        unknown = [x for x in self.shapes if x not in SEARCH_SHAPES]
+        if not self.shapes or unknown or len(set(self.shapes)) != len(self.shapes):
+            raise ValueError(
+                f"shapes must name each of {', '.join(SEARCH_SHAPES)} at most once (at least "
+                f"one), got {list(self.shapes)}"
+            )
+        if self.max_fanout < 1:
+            raise ValueError(f"max_fanout must be >= 1, got {self.max_fanout}")
 
 
 @dataclass(slots=True)
@@ -226,6 +348,11 @@ class Proposal:
     #: question rewrites (`ProposerConfig.rewrite`): "kept", and one count per refusal kind
     #: (`REWRITE_REFUSALS`); the template stays for every refused one
     rewrites: Counter = field(default_factory=Counter)
+    #: shape -> reason -> walks dropped, for a proposer of several shapes (`dropped` sums
+    #: them); set and obfuscated tasks add too_broad (an expansion lists more than
+    #: `max_fanout`), not_narrowing (a set constraint alone gives the answers), not_unique (no
+    #: description pins the start down), too_few_hops and names_start
+    dropped_by_shape: dict[str, Counter] = field(default_factory=dict)
 
 
 class Proposer:
@@ -260,6 +387,8 @@ class Proposer:
         if self.config.directions == "both":  # built once: every round walks the same graph
             self.csr_walk = self.csr_walk.bidirectional()
         self.phrases = self.store.relation_phrases()
+        self._both: CSRGraph | None = None
+        self._position: dict[str, int] | None = None
         self._rel_index = {r: i for i, r in enumerate(self.csr.relation_types)}
 
     # ------------------------------------------------------------------ answers
@@ -274,7 +403,7 @@ class Proposer:
         >>> Proposer(g).reach("london", ["~born_in"])  # doctest: +SKIP
         ['ada']
         """
-        frontier = np.unique(self.csr.index_of([start]))
+        frontier = np.array([self._node(start)], dtype=np.int64)
         for step in relations:
             relation, direction = parse_step(step)
             r = self._rel_index.get(relation)
@@ -315,8 +444,33 @@ class Proposer:
         """
         if n < 0 or hops < 1:
             raise ValueError(f"need n >= 0 and hops >= 1, got n={n}, hops={hops}")
-        out = Proposal()
         taken: set[str] = set(exclude)
+        cfg = self.config
+        if cfg.shapes == ("chain",):  # exactly the tasks of a run made before shapes existed
+            out = self._propose_chains(n, hops, seed, coverage, taken)
+        else:
+            out = Proposal()
+            base, extra = divmod(n, len(cfg.shapes))
+            for i, shape in enumerate(cfg.shapes):
+                k = base + (i < extra)
+                if k == 0:
+                    continue
+                if shape == "chain":
+                    part = self._propose_chains(k, hops, seed, coverage, taken)
+                else:  # a seed of its own, so adding a shape never changes another's tasks
+                    part = self._propose_branched(shape, k, hops, seed, i, coverage, taken)
+                out.tasks.extend(part.tasks)
+                out.walks += part.walks
+                out.dropped.update(part.dropped)
+                out.dropped_by_shape[shape] = part.dropped
+        if self.engine is not None and cfg.rewrite and out.tasks:
+            out.tasks = self._rewrite(out.tasks, out.rewrites)
+        return out
+
+    def _propose_chains(
+        self, n: int, hops: int, seed: int, coverage: Coverage | None, taken: set[str]
+    ) -> Proposal:
+        out = Proposal()
         cfg = self.config
         for round_ in range(cfg.max_rounds):
             need = n - len(out.tasks)
@@ -347,8 +501,6 @@ class Proposer:
                 task = self._task(tid, walk, names, out.dropped)
                 if task is not None:
                     out.tasks.append(task)
-        if self.engine is not None and cfg.rewrite and out.tasks:
-            out.tasks = self._rewrite(out.tasks, out.rewrites)
         return out
 
     def _sample(self, n: int, hops: int, seed: int, coverage: Coverage | None) -> list[Walk]:
@@ -419,6 +571,293 @@ class Proposer:
             path={"entities": list(walk.entities), "relations": list(walk.relations)},
             props={
                 "start_name": start_name,
+                "phrases": phrases,
+                "verifiers": list(self.config.verifiers),
+            },
+        )
+
+    # ------------------------------------------------------------------ set and obfuscated
+
+    def _propose_branched(
+        self,
+        shape: str,
+        n: int,
+        hops: int,
+        seed: int,
+        shape_index: int,
+        coverage: Coverage | None,
+        taken: set[str],
+    ) -> Proposal:
+        """Up to `n` set or obfuscated tasks of depth `hops` (see `_set_drafts` and
+        `_obfuscated_drafts` for what each walk becomes)."""
+        out = Proposal()
+        cfg = self.config
+        if shape == "obfuscated" and hops < 2:  # a described start and at least one hop on
+            out.dropped["too_few_hops"] += n
+            return out
+        for round_ in range(cfg.max_rounds):
+            need = n - len(out.tasks)
+            if need <= 0:
+                break
+            round_seed = seed * 1_000_003 + 10_000 * (shape_index + 1) + round_
+            base_hops = hops if shape == "set" else hops - 1
+            # most second constraints do not narrow the first: sample four times as many
+            walks = self._sample(need * cfg.oversample * 4, base_hops, round_seed, coverage)
+            out.walks += len(walks)
+            full = [w for w in walks if w.hops == base_hops]
+            out.dropped["dead_end"] += len(walks) - len(full)
+            if shape == "set":
+                drafts = self._set_drafts(full, round_seed, out.dropped)
+            else:
+                drafts = self._obfuscated_drafts(full, round_seed, out.dropped)
+            candidates: dict[str, tuple[list[PathBranch], list[str], str]] = {}
+            for branches, answer_ids in drafts:
+                signature = shape_signature(shape, branches)
+                tid = task_id_for(signature)
+                if tid in taken or tid in candidates:
+                    out.dropped["duplicate"] += 1
+                    continue
+                candidates[tid] = (branches, answer_ids, signature)
+            known = {t.id for t in self.store.get_nodes("Task", list(candidates))}
+            out.dropped["known"] += len(known)
+            taken.update(candidates)
+            fresh = [(tid, c) for tid, c in candidates.items() if tid not in known]
+            ids = {e for _, (bs, answer_ids, _) in fresh for b in bs for e in b.entities}
+            names = self._names(ids | {a for _, (_, answer_ids, _) in fresh for a in answer_ids})
+            for tid, (branches, answer_ids, signature) in fresh:
+                if len(out.tasks) >= n:
+                    break
+                task = self._branched_task(
+                    shape, tid, signature, branches, answer_ids, names, out.dropped
+                )
+                if task is not None:
+                    out.tasks.append(task)
+        return out
+
+    def _reach_within(self, start: str, relations: Sequence[str]) -> list[str] | None:
+        """What `relations` reach from `start`, sorted, or None when some entity's expansion
+        (or the set reached) lists more than `max_fanout` entities: a solver could not see it
+        all in one `get_relations` call."""
+        limit = self.config.max_fanout
+        frontier = np.array([self._node(start)], dtype=np.int64)
+        for step in relations:
+            relation, direction = parse_step(step)
+            r = self._rel_index.get(relation)
+            if r is None:
+                return []
+            csr = self.csr.reverse if direction == "in" else self.csr
+            reached: list[np.ndarray] = []
+            for node in frontier.tolist():
+                lo, hi = int(csr.indptr[node]), int(csr.indptr[node + 1])
+                a, b = np.searchsorted(csr.rel[lo:hi], [r, r + 1])
+                if b - a > limit:
+                    return None
+                if b > a:
+                    reached.append(csr.indices[lo + a : lo + b])
+            if not reached:
+                return []
+            frontier = np.unique(np.concatenate(reached))
+            if frontier.size > limit:
+                return None
+        return sorted(self.csr.entity_ids[i] for i in frontier.tolist())
+
+    def _node(self, entity_id: str) -> int:
+        """The CSR node of an entity id (`CSRGraph.index_of` builds its map on every call)."""
+        if self._position is None:
+            self._position = {e: i for i, e in enumerate(self.csr.entity_ids)}
+        try:
+            return self._position[entity_id]
+        except KeyError:
+            raise ValueError(f"entity {entity_id!r} is not in the walk graph") from None
+
+    @property
+    def _csr_both(self) -> CSRGraph:
+        """The walk graph's relations both ways (constraints and descriptions may run against
+        an edge whatever `directions` is: "a film directed by X" reaches films from X)."""
+        if self.config.directions == "both":
+            return self.csr_walk
+        if self._both is None:
+            self._both = self.csr_walk.bidirectional()
+        return self._both
+
+    def _set_drafts(
+        self, walks: list[Walk], seed: int, dropped: Counter
+    ) -> list[tuple[list[PathBranch], list[str]]]:
+        """Each walk `A -> ... -> x` is the first constraint; a second chain of 1 or 2 hops
+        (alternating, at most the walk's) is walked from `x` and read backwards, from its far
+        end `B` to `x`. The answers are what both reach from their named ends."""
+        if not walks:
+            return []
+        hops = walks[0].hops
+        second = [1 + (k % min(2, hops)) for k in range(len(walks))]
+        back: dict[int, list[Walk]] = {}
+        for h in sorted(set(second)):
+            group = [w.entities[-1] for w, h2 in zip(walks, second, strict=True) if h2 == h]
+            back[h] = sample_walks(
+                self._csr_both,
+                len(group),
+                h,
+                mode=self.config.mode,
+                seed=[seed, h, 29],
+                start=group,
+                max_out_degree=self.config.max_out_degree,
+                dead_end="stop",
+            ).to_records()
+        taken = {h: iter(ws) for h, ws in back.items()}
+        out = []
+        for walk, h2 in zip(walks, second, strict=True):
+            other = next(taken[h2])
+            if other.hops < h2:
+                dropped["dead_end"] += 1
+                continue
+            first = PathBranch(entities=tuple(walk.entities), relations=tuple(walk.relations))
+            second_branch = PathBranch(
+                entities=tuple(reversed(other.entities)),
+                relations=tuple(flip_step(r) for r in reversed(other.relations)),
+            )
+            reached = [
+                self._reach_within(b.entities[0], b.relations) for b in (first, second_branch)
+            ]
+            if any(r is None for r in reached):
+                dropped["too_broad"] += 1
+                continue
+            a, b = (set(r or ()) for r in reached)
+            answers = sorted(a & b)
+            if not answers:  # cannot happen (x is in both); a graph changed under the CSR
+                dropped["dead_end"] += 1
+                continue
+            if len(answers) > self.config.max_answers:
+                dropped["too_many_answers"] += 1
+                continue
+            if len(answers) >= min(len(a), len(b)):
+                dropped["not_narrowing"] += 1
+                continue
+            out.append(([first, second_branch], answers))
+        return out
+
+    def _obfuscated_drafts(
+        self, walks: list[Walk], seed: int, dropped: Counter
+    ) -> list[tuple[list[PathBranch], list[str]]]:
+        """Each walk `S -> ... -> eH` is the answer chain; its start `S` is described by one
+        relation to a named entity that reaches `S` alone, or by two whose sets meet in `S`
+        alone (every other walk prefers two when both exist). Named entities on the chain are
+        never used (the description would give part of the way away)."""
+        both = self._csr_both
+        rng = np.random.default_rng([seed, 31])
+        limit = self.config.max_fanout
+        out = []
+        for k, walk in enumerate(walks):
+            answers = self.reach(walk.entities[0], walk.relations)
+            if not answers or len(answers) > self.config.max_answers:
+                dropped["too_many_answers" if answers else "dead_end"] += 1
+                continue
+            start = walk.entities[0]
+            node = self._node(start)
+            lo, hi = int(both.indptr[node]), int(both.indptr[node + 1])
+            if hi - lo > 4 * limit:  # a hub: sample its edges, never scan them all
+                picks = np.sort(rng.choice(hi - lo, size=4 * limit, replace=False)) + lo
+            else:
+                picks = np.arange(lo, hi)
+            avoid = {*walk.entities, *answers}
+            options: list[tuple[int, str, str, frozenset[str]]] = []
+            for e in picks.tolist():
+                anchor = both.entity_ids[int(both.indices[e])]
+                if anchor in avoid:
+                    continue
+                step = flip_step(both.relation_types[int(both.rel[e])])  # anchor -> start
+                reached = self._reach_within(anchor, [step])
+                if reached:
+                    options.append((len(reached), anchor, step, frozenset(reached)))
+            options.sort(key=lambda o: (o[0], o[1], o[2]))
+            singles = [o for o in options if o[0] == 1]
+            pair = None
+            if k % 2 == 1 or not singles:
+                few = options[:16]
+                pair = next(
+                    (
+                        (p, q)
+                        for i, p in enumerate(few)
+                        for q in few[i + 1 :]
+                        if p[1] != q[1] and p[3] & q[3] == {start} and p[0] > 1 and q[0] > 1
+                    ),
+                    None,
+                )
+            if pair is not None:
+                chosen = list(pair)
+            elif singles:
+                chosen = [singles[int(rng.integers(len(singles)))]]
+            else:
+                dropped["not_unique"] += 1
+                continue
+            branches = [
+                PathBranch(entities=(anchor, start), relations=(step,), role="start")
+                for _, anchor, step, _ in chosen
+            ]
+            branches.append(
+                PathBranch(entities=tuple(walk.entities), relations=tuple(walk.relations))
+            )
+            out.append((branches, answers))
+        return out
+
+    def _branched_task(
+        self,
+        shape: str,
+        tid: str,
+        signature: str,
+        branches: list[PathBranch],
+        answer_ids: list[str],
+        entities: dict[str, Entity],
+        dropped: Counter,
+    ) -> Task | None:
+        def name(entity_id: str) -> str:
+            e = entities.get(entity_id)
+            return (e.name if e else "") or entity_id
+
+        starts = [b for b in branches if b.role == "start"]
+        chains = [b for b in branches if b.role == "answer"]
+        anchors = starts if shape == "obfuscated" else chains  # the entities the question names
+        phrases = [[relation_phrase(r, self.phrases) for r in b.relations] for b in branches]
+        by_branch = dict(zip(map(id, branches), phrases, strict=True))
+        if shape == "set":
+            question = render_set_question(
+                [(name(b.entities[0]), by_branch[id(b)]) for b in chains]
+            )
+        else:
+            described = _described_start([(name(b.entities[0]), by_branch[id(b)]) for b in starts])
+            question = render_question("", by_branch[id(chains[0])], start_text=described)
+        answers = tuple(name(a) for a in answer_ids)
+        if leaked_answer(question, answers) is not None:
+            dropped["shortcut"] += 1
+            return None
+        if shape == "obfuscated" and leaked_answer(question, [name(chains[0].entities[0])]):
+            dropped["names_start"] += 1
+            return None
+        start = entities.get(chains[0].entities[0])
+        depth = max(len(b.relations) for b in starts) if starts else 0
+        hops = depth + max(len(b.relations) for b in chains)
+        # chain entities first: coverage counts `entities[0]` as the task's start entity
+        order = [*chains, *starts] if shape == "obfuscated" else chains
+        return Task(
+            id=tid,
+            domain=(start.domain if start else "") or "",
+            question=question,
+            answers=answers,
+            answer_ids=tuple(answer_ids),
+            hops=hops,
+            walk_signature=signature,
+            status="active",
+            path={
+                "shape": shape,
+                "entities": list(dict.fromkeys(e for b in order for e in b.entities)),
+                "branches": [
+                    {"entities": list(b.entities), "relations": list(b.relations), "role": b.role}
+                    for b in branches
+                ],
+            },
+            props={
+                "shape": shape,
+                "start_name": name(anchors[0].entities[0]),
+                "start_names": list(dict.fromkeys(name(b.entities[0]) for b in anchors)),
                 "phrases": phrases,
                 "verifiers": list(self.config.verifiers),
             },

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from kag.schema import Step, Task, Verifier
-from kag.walks import parse_step
+from kag.walks import parse_step, path_branches
 from selfplay.answers import leaked_answer, normalize_answer, score_answer
 from selfplay.bfcl import check_calls
 from selfplay.constraints import check_reply, task_constraints
@@ -374,6 +374,8 @@ class EvidenceCoverage(TrajectoryVerifier):
     observation of a call on `e(H-1)` (the last hop reached it). A task without relations (an
     imported one with only its topic entity) needs each path entity acted on. An id that merely
     appears in a broad search result counts for nothing. Score: the share of path entities covered.
+    A set or obfuscated task (`kag.walks.path_branches`) applies the rule to each of its chains:
+    both constraints of a set question, an obfuscated start's description and the chain after it.
     """
 
     name: ClassVar[str] = "evidence_coverage"
@@ -383,23 +385,25 @@ class EvidenceCoverage(TrajectoryVerifier):
         self, task: Task, trajectory: Any, context: VerifyContext | None = None
     ) -> VerifierResult:
         entities = list(task.path.get("entities") or ())
-        relations = list(task.path.get("relations") or ())
         if not entities:
             return VerifierResult(
                 passed=None, score=0.0, detail=f"task {task.id!r} has no evidence path"
             )
         steps = [s for s in tool_steps(trajectory) if not s.malformed]
         acted = {e for s in steps for e in s.acted_on}
-        chained = len(relations) == len(entities) - 1 and len(entities) > 1
+        # one chain, or each chain of a set or obfuscated task: its last entity may be reached
+        # by a call on the one before it instead of acted on
+        branches = path_branches(task.path)
+        chains = [list(b.entities) for b in branches] or [entities]
+        required = list(dict.fromkeys([*entities, *(e for c in chains for e in c)]))
         reached_last: set[str] = set()
-        if chained:
-            before_last = entities[-2]
-            for s in steps:
-                if before_last in s.acted_on:
-                    reached_last.update(s.observed)
-        required = list(dict.fromkeys(entities))
-        last = entities[-1] if chained else None
-        missing = [e for e in required if e not in acted and not (e == last and e in reached_last)]
+        for chain in chains:
+            if branches and len(chain) > 1:
+                before_last = chain[-2]
+                reached = {e for s in steps if before_last in s.acted_on for e in s.observed}
+                if chain[-1] in reached:
+                    reached_last.add(chain[-1])
+        missing = [e for e in required if e not in acted and e not in reached_last]
         score = (len(required) - len(missing)) / len(required)
         if missing:
             return VerifierResult(
@@ -582,39 +586,56 @@ def answer_path_entities(
 
     Hop k's frontier is every entity the first k relations reach from the path's start; an entity
     stays when the remaining relations lead from it to one of `task.answer_ids`. None when the
-    task has no relation path or answer ids, or a frontier grows past `max_frontier`.
+    task has no relation path or answer ids, or a frontier grows past `max_frontier`. A set task
+    gives the union over its chains; an obfuscated task's description chains count the entities
+    that lead to the described start (`kag.walks.path_branches`).
 
     >>> sorted(answer_path_entities(store, task))  # doctest: +SKIP
     ['ada', 'london', 'uk']
     """
-    entities = list(task.path.get("entities") or ())
-    relations = list(task.path.get("relations") or ())
+    branches = path_branches(task.path)
     answers = set(task.answer_ids)
-    if not entities or not relations or not answers:
+    if not branches or not answers:
         return None
-    frontiers: list[set[str]] = [{entities[0]}]
+    # an obfuscated task's "start" chains lead to its answer chain's start, not to the answers
+    starts = {b.entities[0] for b in branches if b.role == "answer"}
+    on_path: set[str] = set()
+    for branch in branches:
+        targets = starts if branch.role == "start" else answers
+        found = _chain_on_path(store, branch.entities[0], branch.relations, targets, max_frontier)
+        if found is None:
+            return None
+        on_path |= found
+    return frozenset(on_path)
+
+
+def _chain_on_path(
+    store: Any, start: str, relations: Sequence[str], targets: set[str], max_frontier: int
+) -> set[str] | None:
+    """The entities on some chain of `relations` from `start` that ends in `targets`."""
+    frontiers: list[set[str]] = [{start}]
     edges: list[dict[str, set[str]]] = []
     for walk_step in relations:
         relation, direction = parse_step(walk_step)  # `~r`: follow r from target to source
         step: dict[str, set[str]] = {}
         for node in frontiers[-1]:
-            targets = {
+            found = {
                 other.id
                 for rel, other in store.neighbors(node, relation=relation, direction=direction)
                 if (rel.source if direction == "out" else rel.target) == node
             }
-            if targets:
-                step[node] = targets
+            if found:
+                step[node] = found
         edges.append(step)
         frontiers.append(set().union(*step.values()) if step else set())
         if len(frontiers[-1]) > max_frontier:
             return None
-    live = frontiers[-1] & answers
+    live = frontiers[-1] & targets
     on_path = set(live)
     for k in range(len(relations) - 1, -1, -1):
-        live = {node for node, targets in edges[k].items() if targets & live}
+        live = {node for node, found in edges[k].items() if found & live}
         on_path |= live
-    return frozenset(on_path)
+    return on_path
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
