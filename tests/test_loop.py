@@ -126,6 +126,9 @@ def _report_rows(text: str) -> dict[str, list[str]]:
     return {r[0].strip(): [c.strip() for c in r[1:]] for r in rows}
 
 
+# the demo's stages start vLLM a dozen times: minutes on 2 cores, past the suite's 900 s default
+@pytest.mark.timeout(2400)
+@pytest.mark.vllm
 def test_demo_report_numbers_are_those_of_the_graph_and_kag_eval(demo: Path, capsys) -> None:
     numbers = json.loads((demo / "report.json").read_text())
     labels = [e["label"] for e in numbers["evals"]]
@@ -175,6 +178,8 @@ def test_demo_report_numbers_are_those_of_the_graph_and_kag_eval(demo: Path, cap
         assert f"]({png})" in text
 
 
+@pytest.mark.timeout(2400)
+@pytest.mark.vllm
 def test_demo_records_every_stage_and_the_student_data_feeds_round_one(demo: Path) -> None:
     url = f"sqlite:///{demo / 'kag.db'}"
     config = LoopConfig(workdir=str(demo), loop_id="demo", rounds=2)
@@ -200,6 +205,8 @@ def test_demo_records_every_stage_and_the_student_data_feeds_round_one(demo: Pat
 # -- killed and resumed --------------------------------------------------------------------
 
 
+@pytest.mark.timeout(2400)
+@pytest.mark.vllm
 def test_a_loop_stopped_and_killed_then_resumed_ends_with_the_uninterrupted_graph(
     tmp_path: Path,
 ) -> None:
