@@ -24,7 +24,8 @@ DEMO_DEFAULTS = {
     "rounds": 2,
     "world_size": 400,
     "heldout": 16,
-    "demos": 800,
+    # about 1,700 SFT steps in round 0 (benchmarks/learning.py reaches 11/32 after 3,044)
+    "demos": 1600,
     "sft_epochs": 3,
     "grpo_steps": 4,
     "grpo_samples": 4,

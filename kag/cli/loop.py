@@ -101,6 +101,9 @@ class LoopConfig:
     #: SFT epochs and learning rate (the learning benchmark's 3e-3 for the tiny model)
     sft_epochs: int = 3
     sft_learning_rate: float = 3e-3
+    #: SFT epochs of later rounds, which start from the last student (it has seen the older
+    #: data already; the new rounds add its own accepted trajectories)
+    later_sft_epochs: int = 1
     #: SFT steps at most (None: the epochs decide)
     sft_max_steps: int | None = None
     #: GRPO optimizer steps per teacher, rollouts per prompt, prompts per step, learning rate
@@ -130,7 +133,15 @@ class LoopConfig:
             )
         if len(set(self.families)) != len(self.families):
             raise ValueError(f"a family is listed twice: {list(self.families)}")
-        for name in ("rounds", "world_size", "heldout", "demos", "hops", "sft_epochs"):
+        for name in (
+            "rounds",
+            "world_size",
+            "heldout",
+            "demos",
+            "hops",
+            "sft_epochs",
+            "later_sft_epochs",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("grpo_steps", "opd_steps", "student_tasks"):
@@ -415,7 +426,8 @@ class Loop:
         out = self._path("runs", f"r{r}-sft")
         argv = ["train", "sft", "--data", data, "--model", start, "--out", str(out)]
         argv += ["--max-seq-len", "1024", "--micro-batch-rows", "4", "--weight-decay", "0"]
-        argv += ["--learning-rate", str(c.sft_learning_rate), "--num-epochs", str(c.sft_epochs)]
+        epochs = c.sft_epochs if r == 0 else c.later_sft_epochs
+        argv += ["--learning-rate", str(c.sft_learning_rate), "--num-epochs", str(epochs)]
         argv += ["--seed", str(c.seed), "--log-every-steps", "25", "--no-tensorboard"]
         argv += ["--checkpoint-every-steps", "200", "--keep-checkpoints", "1"]
         if c.sft_max_steps:
@@ -623,7 +635,8 @@ def loop_parser(prog: str = "kag loop") -> argparse.ArgumentParser:
         ("heldout", "held-out tasks per family"),
         ("demos", "oracle demonstrations in round 0"),
         ("hops", "hop count of demonstrations and held-out tasks"),
-        ("sft_epochs", "SFT epochs"),
+        ("sft_epochs", "SFT epochs of round 0"),
+        ("later_sft_epochs", "SFT epochs of later rounds"),
         ("sft_max_steps", "SFT steps at most"),
         ("grpo_steps", "GRPO steps per teacher (0: no teachers, no OPD)"),
         ("grpo_samples", "GRPO rollouts per prompt"),
