@@ -93,6 +93,19 @@ class RolloutSource:
             raise ValueError(f"run {run.id!r} is not this source's run {self.run_id!r}")
         if samples < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
+        return self.generate_samples([(t, k) for t in tasks for k in range(samples)], run=run)
+
+    def generate_samples(
+        self, work: Sequence[tuple[Task, int]], *, run: Run
+    ) -> list[ScoredRollout]:
+        """`generate` for chosen `(task, sample index)` pairs, in their order: a caller that
+        retries a rollout gives it a sample index not used before (a new trajectory id and
+        seed), e.g. OPD's retries of aborted rollouts."""
+        if run.id != self.run_id:
+            raise ValueError(f"run {run.id!r} is not this source's run {self.run_id!r}")
+        ids = [trajectory_id(self.run_id, t.id, k) for t, k in work]
+        if len(set(ids)) != len(ids):
+            raise ValueError("each (task, sample) pair may be asked for once per call")
         self.persist()
         scored: dict[str, ScoredRollout] = {}
 
@@ -100,9 +113,8 @@ class RolloutSource:
             write_rollouts(self.store, chunk, run=run)
             scored.update((s.rollout.id, s) for s in chunk)
 
-        work = [(t, k) for t in tasks for k in range(samples)]
         self.solve(work, on_scored=write)
-        return [scored[trajectory_id(self.run_id, t.id, k)] for t, k in work]
+        return [scored[i] for i in ids]
 
 
 def build_policy(

@@ -260,7 +260,9 @@ class OPDConfig:
 
 class OPDTrainer:
     """OPD of `model` (the student) from `teachers` (routing key -> model), its rollouts from an
-    engine it keeps in sync. `route(task)` is the routing key of a task.
+    engine it keeps in sync. `route(task)` is the routing key of a task. `source` needs
+    `generate(tasks, run=, samples=)` and `generate_samples(work, run=)` (retries of aborted
+    rollouts as new samples), as `selfplay.generation.RolloutSource` has.
 
     >>> trainer = OPDTrainer(student, tok, teachers={"search": t}, route=lambda t: t.family,
     ...                      source=source, engine=engine, run=run)  # doctest: +SKIP
@@ -302,12 +304,19 @@ class OPDTrainer:
         cfg = self.config
         scored = list(self.source.generate(tasks, run=self.run, samples=cfg.samples))
         retried = 0
+        next_sample = {t.id: cfg.samples for t in tasks}
         for _ in range(cfg.max_retries):
             aborted = [s for s in scored if s.rollout.status == "aborted"]
             if not aborted:
                 break
             retried += len(aborted)
-            again = self.source.generate([s.rollout.task for s in aborted], run=self.run, samples=1)
+            # a retry is a new sample of its task: a trajectory id and seed not used before
+            work = []
+            for s in aborted:
+                task = s.rollout.task
+                work.append((task, next_sample[task.id]))
+                next_sample[task.id] += 1
+            again = self.source.generate_samples(work, run=self.run)
             keep = [s for s in scored if s.rollout.status != "aborted"]
             scored = keep + list(again)
         statuses = [s.rollout.status for s in scored]
