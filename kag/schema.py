@@ -586,9 +586,31 @@ class Dataset(Node):
         _check_number(self, "rows", integer=True, minimum=0)
 
 
+#: the training stage a Model checkpoint came from (DESIGN section 3)
+MODEL_STAGES: tuple[str, ...] = ("base", "sft", "grpo", "opd")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Model(Node):
+    """One checkpoint (a start model or a trained one), for lineage from data to weights.
+
+    >>> Model(id="model:ab12", path="runs/sft/final", stage="sft", weights_sha256="ab12").stage
+    'sft'
+    """
+
+    KIND: ClassVar[str] = "Model"
+    path: str
+    stage: str = "base"
+    weights_sha256: str = ""
+
+    def _validate(self) -> None:
+        _check_str(self, "path", empty_ok=False)
+        _check_choice(self, "stage", MODEL_STAGES)
+
+
 NODE_CLASSES: dict[str, type[Node]] = {
     cls.KIND: cls
-    for cls in (Entity, Tool, Verifier, Task, Trajectory, Step, Verification, Run, Dataset)
+    for cls in (Entity, Tool, Verifier, Task, Trajectory, Step, Verification, Run, Dataset, Model)
 }
 NODE_KINDS: tuple[str, ...] = tuple(NODE_CLASSES)
 
@@ -683,8 +705,11 @@ EDGE_ENDPOINTS: dict[str, tuple[tuple[str, str], ...]] = {
     "PRODUCES": (("Step", "Entity"),),
     "VERIFIES": (("Verification", "Trajectory"), ("Verification", "Step")),
     "APPLIES": (("Verification", "Verifier"),),
-    "PRODUCED_BY": (("Trajectory", "Run"), ("Dataset", "Run"), ("Task", "Run")),
+    "PRODUCED_BY": (("Trajectory", "Run"), ("Dataset", "Run"), ("Task", "Run"), ("Model", "Run")),
     "CONTAINS": (("Dataset", "Trajectory"),),
+    "TRAINED_ON": (("Model", "Dataset"),),
+    "DERIVED_FROM": (("Model", "Model"),),
+    "USED_MODEL": (("Run", "Model"),),
 }
 EDGE_KINDS: tuple[str, ...] = tuple(EDGE_ENDPOINTS)
 

@@ -500,6 +500,12 @@ def eval_main(argv: list[str]) -> int:
     )
     with _stdout_to_stderr():
         report = evaluate(args.graph, config=config)
+    if args.engine == "vllm":  # a local checkpoint: link the eval Run to its Model (USED_MODEL)
+        import kag
+        from kag.lineage import link_run_to_model
+
+        with kag.open(args.graph) as graph:
+            link_run_to_model(graph.store, run_id=report.run_id, path=args.model)
     if args.json:
         print(json.dumps(report.to_dict(), sort_keys=True))
     else:

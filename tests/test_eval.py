@@ -22,6 +22,7 @@ import kag
 import selfplay
 from exporters import Selection, SplitConfig, export
 from kag.cli import main as kag_main
+from kag.lineage import weights_sha256
 from kag.schema import Run
 from kag.world import generate_world, write_world
 from selfplay.config import CurriculumConfig, JudgeConfig, SelfPlayConfig
@@ -556,6 +557,10 @@ def test_kag_eval_json_through_the_vllm_engine_keeps_stdout_one_object(
         )
         assert report["accepted"] == stored.overall.accepted
         assert {k: v for k, v in report.items() if k in stored.counters()} == stored.counters()
+        # lineage: the eval Run used the checkpoint, recorded as a base Model by its weights
+        (used,) = graph.edges("USED_MODEL", source=report["run_id"])
+        model = graph.get("Model", used.target)
+        assert (model.stage, model.weights_sha256) == ("base", weights_sha256(tiny_model_dir))
 
 
 @pytest.mark.vllm

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from kag.cli import main as kag_main
-from kag.schema import Entity, Relation
+from kag.schema import Entity, Model, Relation
 from kag.stores.base import GraphBatch, StoreError
 from kag.stores.neo4j import Neo4jConfig, Neo4jStore
 from kag.stores.neo4j_migrations import MIGRATIONS_DIR
@@ -70,6 +70,7 @@ def test_upgrade_applies_files_in_order_and_records_their_checksums(bare_url):
         "V0002__indexes",
         "V0003__relation_namespace",
         "V0004__task_family",
+        "V0005__models",
     ]
     constraints, indexes = _schema(store)
     assert {"entity_id", "step_id", "relation_type_token", "kag_migration_version"} <= constraints
@@ -79,6 +80,7 @@ def test_upgrade_applies_files_in_order_and_records_their_checksums(bare_url):
         "V0002__indexes",
         "V0003__relation_namespace",
         "V0004__task_family",
+        "V0005__models",
     ]
     assert _recorded(store) == [
         (i, name, hashlib.sha256((MIGRATIONS_DIR / f"{name}.cypher").read_bytes()).hexdigest())
@@ -115,13 +117,14 @@ def test_a_new_migration_file_is_applied_after_the_recorded_ones(bare_url, tmp_p
         "V0002__indexes",
         "V0003__relation_namespace",
         "V0004__task_family",
+        "V0005__models",
     ]
-    (tmp_path / "m" / "V0005__run_status.cypher").write_text(
+    (tmp_path / "m" / "V0006__run_status.cypher").write_text(
         "// runs by status\nCREATE INDEX run_status IF NOT EXISTS FOR (n:Run) ON (n.status);\n"
     )
-    assert store.upgrade() == ["V0005__run_status"]
+    assert store.upgrade() == ["V0006__run_status"]
     assert "run_status" in _schema(store)[1]
-    assert [v for v, _, _ in _recorded(store)] == [1, 2, 3, 4, 5]
+    assert [v for v, _, _ in _recorded(store)] == [1, 2, 3, 4, 5, 6]
     store.close()
 
 
@@ -133,23 +136,23 @@ def test_an_applied_file_that_changed_stops_the_upgrade_before_anything_runs(bar
     edited.write_text(
         edited.read_text() + "CREATE INDEX sneaky IF NOT EXISTS FOR (n:Task) ON (n.hops);\n"
     )
-    (tmp_path / "m" / "V0005__later.cypher").write_text(
+    (tmp_path / "m" / "V0006__later.cypher").write_text(
         "CREATE INDEX later IF NOT EXISTS FOR (n:Run) ON (n.kind);\n"
     )
     with pytest.raises(StoreError, match=r"V0002__indexes.cypher changed after it was applied"):
         store.upgrade()
     assert not {"sneaky", "later"} & _schema(store)[1]
-    assert [v for v, _, _ in _recorded(store)] == [1, 2, 3, 4]
+    assert [v for v, _, _ in _recorded(store)] == [1, 2, 3, 4, 5]
     store.close()
 
 
 def test_a_graph_migrated_by_a_newer_kag_is_refused(bare_url, tmp_path):
     shutil.copytree(MIGRATIONS_DIR, tmp_path / "new")
-    (tmp_path / "new" / "V0005__future.cypher").write_text(
+    (tmp_path / "new" / "V0006__future.cypher").write_text(
         "CREATE INDEX future IF NOT EXISTS FOR (n:Run) ON (n.kind);\n"
     )
     Neo4jConfig(migrations_dir=tmp_path / "new").build(bare_url).upgrade()
-    with pytest.raises(StoreError, match=r"V0005__future applied, which is not in"):
+    with pytest.raises(StoreError, match=r"V0006__future applied, which is not in"):
         Neo4jStore(bare_url).upgrade()
 
 
@@ -198,7 +201,11 @@ def test_relation_namespace_migration_moves_relations_off_the_lineage_types(bare
             "(a)-[:film_genre {type: '/film/genre', props: '{\"w\":1}'}]->(b), "
             "(d)-[:CONTAINS {props: '{}'}]->(t)"
         ).consume()
-    assert store.upgrade() == ["V0003__relation_namespace", "V0004__task_family"]
+    assert store.upgrade() == [
+        "V0003__relation_namespace",
+        "V0004__task_family",
+        "V0005__models",
+    ]
     types = {r["t"] for r in store.read("MATCH ()-[r]->() RETURN DISTINCT type(r) AS t")}
     assert types == {"rel_CONTAINS", "rel_film_genre", "CONTAINS"}
     lineage = store.read("MATCH (x)-[:CONTAINS]->(y) RETURN x.id AS x, y.id AS y")
@@ -244,8 +251,27 @@ def test_task_family_migration_makes_earlier_tasks_search_tasks(bare_url, tmp_pa
             "CREATE (:Task {id: 'task:old', question: 'Who?', answers: ['Ada'], hops: 1, "
             "status: 'active', props: '{}', path: '{}'})"
         ).consume()
-    assert store.upgrade() == ["V0004__task_family"]
+    assert store.upgrade() == ["V0004__task_family", "V0005__models"]
     (task,) = store.get_nodes("Task", ["task:old"])
     assert task.family == "search"
     assert "task_family" in _schema(store)[1]
+    store.close()
+
+
+def test_models_migration_keeps_earlier_data_and_enforces_model_ids(bare_url, tmp_path):
+    (tmp_path / "old").mkdir()
+    for name in sorted(p.name for p in MIGRATIONS_DIR.glob("V000[1234]__*.cypher")):
+        shutil.copy(MIGRATIONS_DIR / name, tmp_path / "old" / name)
+    Neo4jConfig(migrations_dir=tmp_path / "old").build(bare_url).upgrade()
+    store = Neo4jStore(bare_url)
+    store.write(GraphBatch().add(Entity(id="e1", name="one")))
+    assert store.upgrade() == ["V0005__models"]
+    assert [e.name for e in store.get_nodes("Entity", ["e1"])] == ["one"]
+    constraints, indexes = _schema(store)
+    assert "model_id" in constraints and "model_weights_sha256" in indexes
+    from neo4j.exceptions import ConstraintError
+
+    store.write(GraphBatch().add(Model(id="m1", path="ckpt", stage="sft")))
+    with store.session() as session, pytest.raises(ConstraintError):
+        session.run("CREATE (:Model {id: 'm1'})").consume()
     store.close()

@@ -52,7 +52,7 @@ def test_upgrade_reports_the_migrations_it_applied_once(tmp_path):
 
     store = SQLStore(f"sqlite:///{tmp_path / 'kag.db'}")
     try:
-        assert store.upgrade() == ["0001", "0002"]
+        assert store.upgrade() == ["0001", "0002", "0003"]
         assert store.upgrade() == []
     finally:
         store.close()
@@ -112,8 +112,49 @@ def test_a_graph_made_before_task_families_migrates_its_tasks_to_search(tmp_path
         )
     store = SQLStore(url)
     try:
-        assert store.upgrade() == ["0002"]
+        assert store.upgrade() == ["0002", "0003"]
         (task,) = store.get_nodes("Task", ["task:old"])
         assert (task.family, task.answers) == ("search", ("Ada",))
+    finally:
+        store.close()
+
+
+def test_a_graph_at_0002_upgrades_to_models_and_keeps_its_data(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    from kag.schema import Edge, Model, Run
+    from kag.stores.sql import MIGRATIONS_DIR, SQLStore
+
+    url = f"sqlite:///{tmp_path / 'kag.db'}"
+    sqlite3.connect(tmp_path / "kag.db").close()
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url)
+    command.upgrade(cfg, "0002")  # the schema before models
+    with sqlite3.connect(tmp_path / "kag.db") as conn:
+        conn.execute(
+            "INSERT INTO runs (id, props, kind, config, started_at, status, counters)"
+            " VALUES ('run:old', '{}', 'sft', '{}', '', 'finished', '{}')"
+        )
+    store = SQLStore(url)
+    try:
+        assert store.upgrade() == ["0003"]
+        assert store.get_nodes("Run", ["run:old"])[0].kind == "sft"
+        store.write(
+            GraphBatch().add(
+                Model(id="m1", path="ckpt", stage="sft", weights_sha256="ab"),
+                Edge(
+                    kind="PRODUCED_BY",
+                    source_kind="Model",
+                    source="m1",
+                    target_kind="Run",
+                    target="run:old",
+                ),
+            )
+        )
+        assert store.get_nodes("Model", ["m1"])[0].weights_sha256 == "ab"
+        assert [e.target for e in store.edges("PRODUCED_BY", source="m1")] == ["run:old"]
+        assert isinstance(store.get_nodes("Run", ["run:old"])[0], Run)
     finally:
         store.close()

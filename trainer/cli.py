@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 __all__ = ["model_main", "main"]
 
@@ -177,6 +178,13 @@ def _sft_parser() -> argparse.ArgumentParser:
                 metavar=f.name.upper(),
                 help=help_text,
             )
+    parser.add_argument(
+        "--graph",
+        metavar="URL",
+        default=None,
+        help="record lineage in this graph after training: the Model (stage sft), PRODUCED_BY "
+        "the training Run, TRAINED_ON the dataset, DERIVED_FROM the start model (default: none)",
+    )
     return parser
 
 
@@ -185,6 +193,7 @@ def sft_main(argv: list[str]) -> int:
     from trainer.sft import SFTConfig, train_sft
 
     args = vars(_sft_parser().parse_args(argv))
+    graph_url = args.pop("graph")
     if args.get("adam_betas") is not None:
         args["adam_betas"] = tuple(args["adam_betas"])
     config = SFTConfig(**args)
@@ -199,7 +208,31 @@ def sft_main(argv: list[str]) -> int:
         f"final loss {result.losses[-1] if result.losses else float('nan'):.4f}; "
         f"model: {result.model_dir}"
     )
+    if graph_url is not None and result.model_dir is not None:
+        _record_sft_lineage(graph_url, config=config, model_dir=result.model_dir)
     return 0
+
+
+def _record_sft_lineage(graph_url: str, *, config: Any, model_dir: Any) -> None:
+    # the trainer reads Parquet only; the CLI layer writes the graph once training is done
+    import dataclasses
+    import uuid
+
+    import kag
+    from kag.lineage import dataset_id_of, record_model
+
+    with kag.open(graph_url) as graph:
+        ds_id = dataset_id_of(config.data_dir)
+        model = record_model(
+            graph.store,
+            path=model_dir,
+            stage="sft",
+            run_id=f"run:sft-{uuid.uuid4().hex[:12]}",
+            run_config={k: str(v) for k, v in dataclasses.asdict(config).items()},
+            datasets=[ds_id],
+            parents=[config.model_dir],
+        )
+    print(f"lineage: {model.id} (sft) trained on {ds_id}, recorded in {graph_url}")
 
 
 _TRAIN_COMMANDS = {"sft": sft_main}

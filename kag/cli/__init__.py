@@ -23,6 +23,8 @@ Each command is a module of the package it belongs to and is imported only when 
 | `kag train opd`          | `kag.cli.opd:main`                   |
 | `kag loop`               | `kag.cli.loop:main`                  |
 | `kag demo`               | `kag.cli.demo:main`                  |
+| `kag lineage`            | `kag.cli.lineage:main`               |
+| `kag query`              | `kag.cli.query:main`                 |
 
 Every handler is `main(argv: list[str]) -> int`. Exit codes, the same for every command:
 
@@ -82,6 +84,8 @@ COMMANDS: dict[str, tuple[str | dict[str, str], str]] = {
     ),
     "loop": ("kag.cli.loop:main", "the resumable loop: demos, SFT, teachers, OPD, eval, self-play"),
     "demo": ("kag.cli.demo:main", "the whole loop on the embedded default"),
+    "lineage": ("kag.cli.lineage:main", "the chain graph -> data -> model -> evals of an id"),
+    "query": ("kag.cli.query:main", "provenance queries: trajectories, datasets, models, tasks"),
 }
 
 

@@ -28,6 +28,7 @@ NODE_TABLES: dict[str, str] = {
     "Verification": "verifications",
     "Run": "runs",
     "Dataset": "datasets",
+    "Model": "models",
 }
 
 _SQL_TYPES = {"str": sa.Text, "int": sa.Integer, "float": sa.Float, "bool": sa.Boolean}
@@ -109,6 +110,7 @@ INDEXES = [
         metadata.tables["steps"].c.idx,
     ),
     sa.Index("ix_verifications_subject", metadata.tables["verifications"].c.subject_id),
+    sa.Index("ix_models_weights_sha256", metadata.tables["models"].c.weights_sha256),
 ]
 
 

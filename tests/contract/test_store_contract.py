@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import networkx as nx
 import numpy as np
 import pytest
 
 import kag
+import kag.cli
 from kag.schema import (
     Dataset,
     Edge,
@@ -531,3 +534,155 @@ def test_trajectory_contents_are_what_the_records_hold(graph):
         verifications = store.iter_nodes("Verification", where={"subject_id": [tid, *step_ids]})
         assert content.verification_ids == sorted(v.id for batch in verifications for v in batch)
     assert any(c.tool_ids and c.entity_ids and c.verification_ids for c in contents.values())
+
+
+def test_models_and_their_lineage_edges_round_trip(played):
+    from kag.schema import Model
+
+    played.upsert(
+        Dataset(id="d1", path="/tmp/ds", kind="sft", rows=3),
+        Run(id="r-sft", kind="sft", started_at="2026-12-02T00:00:00Z"),
+        Run(id="r-eval", kind="eval", started_at="2026-12-02T01:00:00Z"),
+        Model(id="m-base", path="/ckpt/base", stage="base", weights_sha256="aa"),
+        Model(id="m-sft", path="/ckpt/sft", stage="sft", weights_sha256="bb", props={"steps": 2}),
+    )
+    played.upsert(
+        Edge(
+            kind="PRODUCED_BY",
+            source_kind="Model",
+            source="m-sft",
+            target_kind="Run",
+            target="r-sft",
+        ),
+        Edge(
+            kind="TRAINED_ON",
+            source_kind="Model",
+            source="m-sft",
+            target_kind="Dataset",
+            target="d1",
+        ),
+        Edge(
+            kind="DERIVED_FROM",
+            source_kind="Model",
+            source="m-sft",
+            target_kind="Model",
+            target="m-base",
+        ),
+        Edge(
+            kind="USED_MODEL",
+            source_kind="Run",
+            source="r-eval",
+            target_kind="Model",
+            target="m-sft",
+        ),
+    )
+    model = played.get("Model", "m-sft")
+    assert (model.stage, model.path, model.weights_sha256, model.props) == (
+        "sft",
+        "/ckpt/sft",
+        "bb",
+        {"steps": 2},
+    )
+    assert [e.target for e in played.edges("DERIVED_FROM", source="m-sft")] == ["m-base"]
+    assert [e.source for e in played.edges("TRAINED_ON", target="d1")] == ["m-sft"]
+    assert [e.target for e in played.edges("PRODUCED_BY", source="m-sft")] == ["r-sft"]
+    assert [e.source for e in played.edges("USED_MODEL", target="m-sft")] == ["r-eval"]
+    found = [m.id for m in played.iter_nodes("Model", where={"weights_sha256": "bb"})]
+    assert found == ["m-sft"]
+    stats = played.stats()
+    assert stats["nodes"]["Model"] == 2 and stats["edges"]["USED_MODEL"] == 1
+    with pytest.raises(SchemaError, match="stage"):
+        Model(id="m-x", path="/ckpt", stage="rlhf")
+    with pytest.raises(SchemaError, match="DERIVED_FROM cannot go Model->Dataset"):
+        Edge(
+            kind="DERIVED_FROM",
+            source_kind="Model",
+            source="m-sft",
+            target_kind="Dataset",
+            target="d1",
+        )
+    # re-recording is an upsert: no duplicates
+    played.upsert(Model(id="m-sft", path="/ckpt/sft2", stage="sft", weights_sha256="bb"))
+    assert (
+        played.stats()["nodes"]["Model"] == 2 and played.get("Model", "m-sft").path == "/ckpt/sft2"
+    )
+
+
+@pytest.fixture
+def trained(played):
+    """`played` plus an export of t1, t2 (run r1) and a model trained on it."""
+    from kag.schema import Model
+
+    played.upsert(
+        Dataset(id="d1", path="/tmp/ds", kind="sft", rows=2),
+        Model(id="m1", path="/ckpt/m1", stage="sft", weights_sha256="cc"),
+        Run(id="r2", kind="selfplay", started_at="2026-11-25T00:00:00Z"),
+    )
+    played.upsert(
+        *(
+            Edge(
+                kind="CONTAINS",
+                source_kind="Dataset",
+                source="d1",
+                target_kind="Trajectory",
+                target=t,
+            )
+            for t in ("t1", "t2")
+        ),
+        Edge(
+            kind="TRAINED_ON", source_kind="Model", source="m1", target_kind="Dataset", target="d1"
+        ),
+    )
+    return played
+
+
+def test_query_cli_answers_the_four_provenance_questions(trained, graph_url, capsys):
+    url = graph_url
+    run = ["query", "trajectories", "--graph", url, "--json"]
+    # a bare tool or verifier name stands for its one version
+    argv = [*run, "--touched-entity", "ada", "--used-tool", "get_entity",
+            "--failed-verifier", "answer_match"]  # fmt: skip
+    assert kag.cli.main(argv) == 0
+    assert json.loads(capsys.readouterr().out) == {"trajectories": ["t2"]}
+    assert kag.cli.main([*run, "--used-tool", "get_relations@1"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"trajectories": ["t3"]}
+    assert kag.cli.main(["query", "datasets", "--run", "r1", "--graph", url, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)["datasets"]
+    assert [(d["id"], d["trajectories"]) for d in out] == [("d1", 2)]
+    assert kag.cli.main(["query", "datasets", "--run", "r2", "--graph", url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"datasets": []}
+    argv = ["query", "models", "--touched-entity", "ada", "--graph", url, "--json"]
+    assert kag.cli.main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["models"] == [
+        {"id": "m1", "stage": "sft", "path": "/ckpt/m1", "datasets": ["d1"]}
+    ]
+    argv = ["query", "models", "--touched-entity", "london", "--graph", url, "--json"]
+    assert kag.cli.main(argv) == 0  # t4 touched london but is in no dataset
+    assert json.loads(capsys.readouterr().out) == {"models": []}
+    trained.upsert(
+        Task(id="q2", question="Q2?", answers=("A",), hops=1),
+        Trajectory(id="t5", task_id="q2", run_id="r2", policy="tiny", verdict="accepted"),
+        Trajectory(id="t6", task_id="q2", run_id="r2", policy="oracle", verdict="accepted"),
+    )
+    assert kag.cli.main(["query", "single-policy-tasks", "--graph", url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"single-policy-tasks": {"q1": "oracle"}}
+
+
+def test_query_errors_name_the_bad_value_and_close_matches(trained, graph_url, capsys):
+    url = graph_url
+    run = ["query", "trajectories", "--graph", url]
+    assert kag.cli.main([*run, "--verdict", "acepted"]) == 2
+    assert "'acepted'" in capsys.readouterr().err
+    assert kag.cli.main([*run, "--used-tool", "get_entty"]) == 2
+    err = capsys.readouterr().err
+    assert "'get_entty'" in err and "get_entity@1" in err
+    assert kag.cli.main([*run, "--failed-verifier", "answer_mach@1"]) == 2
+    assert "answer_match@1" in capsys.readouterr().err
+    assert kag.cli.main(["query", "datasets", "--run", "r9", "--graph", url]) == 2
+    assert "'r9'" in capsys.readouterr().err
+    assert kag.cli.main(["query", "models", "--touched-entity", "nobody", "--graph", url]) == 2
+    assert "'nobody'" in capsys.readouterr().err
+    trained.upsert_tools([{"name": "get_entity", "version": "2", "parameters": {"type": "object"}}])
+    assert kag.cli.main([*run, "--used-tool", "get_entity"]) == 2
+    err = capsys.readouterr().err
+    assert "get_entity@1" in err and "get_entity@2" in err
