@@ -389,6 +389,12 @@ def main(argv: list[str]) -> int:
     # one line and exits 1 (a failure), as for an unreachable Neo4j
     with _stdout_to_stderr():
         summary = run(args.graph, config=config)
+    if args.engine == "vllm":  # a local checkpoint: link the self-play Run to its Model
+        import kag
+        from kag.lineage import link_run_to_model
+
+        with kag.open(args.graph) as graph:
+            link_run_to_model(graph.store, run_id=summary.run_id, path=args.model)
     if args.json:
         print(json.dumps(summary.to_dict(), sort_keys=True))
     else:

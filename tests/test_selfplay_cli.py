@@ -69,3 +69,8 @@ def test_json_prints_exactly_one_object_on_stdout_with_the_vllm_engine(
     summary = json.loads(done.stdout)  # one object, nothing else
     assert summary["trajectories"] == 1
     assert "INFO" in done.stderr  # vLLM's log lines still reach the user, on stderr
+    from kag.lineage import weights_sha256
+
+    with kag.open(sqlite_url) as graph:  # lineage: the run used the checkpoint (USED_MODEL)
+        (used,) = graph.edges("USED_MODEL", source=summary["run_id"])
+        assert graph.get("Model", used.target).weights_sha256 == weights_sha256(tiny_model_dir)
