@@ -148,3 +148,15 @@ def test_opd_steps_train_the_student_keep_the_engine_in_sync_and_resume(
     steps = [json.loads(x) for x in (out / "prompts.jsonl").read_text().splitlines()]
     drawn = [t for s in steps for t in s["task_ids"]]
     assert len(drawn) == len(set(drawn)) == 8  # no prompt trained twice across the resume
+    # lineage: the OPD student, trained on the dataset, derived from the student and the teacher
+    import kag
+    from kag.lineage import dataset_id_of, weights_sha256
+
+    with kag.open(opd_setup["url"]) as g:
+        model = g.store.get_nodes("Model", [second["model_id"]])[0]
+        assert model.stage == "opd" and model.weights_sha256 == weights_sha256(out / "model")
+        parents = {e.target for e in g.store.edges("DERIVED_FROM", source=model.id)}
+        shas = {m.weights_sha256 for m in g.store.get_nodes("Model", sorted(parents))}
+        assert shas == {weights_sha256(tiny_model_dir), weights_sha256(opd_setup["teacher"])}
+        trained_on = {e.target for e in g.store.edges("TRAINED_ON", source=model.id)}
+        assert trained_on == {dataset_id_of(opd_setup["data"])}

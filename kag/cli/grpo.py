@@ -14,7 +14,7 @@ from typing import Any
 
 from kag.cli import UserError, add_graph_argument
 
-__all__ = ["main", "rollout_wiring"]
+__all__ = ["main", "rollout_wiring", "record_training"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -151,6 +151,31 @@ def _engine(args: argparse.Namespace) -> tuple[Any, Any]:
     return server.engine(), server
 
 
+def record_training(
+    store: Any,
+    *,
+    stage: str,
+    model_dir: Any,
+    run_id: str,
+    data: str,
+    parents: list[str],
+) -> str:
+    """Record a trained checkpoint's lineage (`kag.lineage.record_model`): the Model, PRODUCED_BY
+    the training Run, TRAINED_ON the dataset of `data`, DERIVED_FROM each parent; its id."""
+    from kag.lineage import dataset_id_of, record_model
+
+    try:
+        datasets = [dataset_id_of(data)]
+    except (ValueError, OSError):  # a dataset written by hand: no Dataset node to point at
+        datasets = []
+    # exported from another graph: this one has no Dataset node for it
+    datasets = [d.id for d in store.get_nodes("Dataset", datasets)] if datasets else []
+    model = record_model(
+        store, path=model_dir, stage=stage, run_id=run_id, datasets=datasets, parents=parents
+    )
+    return model.id
+
+
 def rollout_wiring(
     store: Any, task_ids: list[str], *, data: str, graph_url: str | None, python_tool: bool
 ) -> tuple[dict[str, Any], Any, Any, Any]:
@@ -261,6 +286,14 @@ def main(argv: list[str]) -> int:
             engine.close()
             if server is not None:
                 server.stop()
+        lineage = record_training(
+            store,
+            stage="grpo",
+            model_dir=result.model_dir,
+            run_id=f"run:grpo-{config.run_name}",
+            data=args.data,
+            parents=[args.model],
+        )
     last = result.metrics[-1] if result.metrics else {}
     summary = {
         "out_dir": str(result.out_dir),
@@ -271,6 +304,7 @@ def main(argv: list[str]) -> int:
         "reward_mean": last.get("reward_mean"),
         "accept_rate": last.get("accept_rate"),
         "reward_png": str(result.reward_png) if result.reward_png else None,
+        "model_id": lineage,
     }
     if args.json:
         print(json.dumps(summary, sort_keys=True))

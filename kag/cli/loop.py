@@ -429,7 +429,7 @@ class Loop:
         epochs = c.sft_epochs if r == 0 else c.later_sft_epochs
         argv += ["--learning-rate", str(c.sft_learning_rate), "--num-epochs", str(epochs)]
         argv += ["--seed", str(c.seed), "--log-every-steps", "25", "--no-tensorboard"]
-        argv += ["--checkpoint-every-steps", "200", "--keep-checkpoints", "1"]
+        argv += ["--checkpoint-every-steps", "200", "--keep-checkpoints", "1", *self._g]
         if c.sft_max_steps:
             argv += ["--max-steps", str(c.sft_max_steps)]
         if (out / "checkpoints").is_dir() and any((out / "checkpoints").glob("step-*")):

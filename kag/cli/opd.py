@@ -104,7 +104,7 @@ def main(argv: list[str]) -> int:
         raise UserError(str(err)) from None
 
     import kag
-    from kag.cli.grpo import rollout_wiring
+    from kag.cli.grpo import record_training, rollout_wiring
     from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
     from selfplay.generation import RolloutSource
     from selfplay.solver import EnginePolicy, SolverConfig
@@ -182,6 +182,14 @@ def main(argv: list[str]) -> int:
             )
         finally:
             engine.close()
+        model_id = record_training(
+            store,
+            stage="opd",
+            model_dir=result.model_dir,
+            run_id=f"run:opd-{config.run_name}",
+            data=args.data,
+            parents=[args.student, *dict.fromkeys(teachers.values())],
+        )
     last = result.metrics[-1] if result.metrics else {}
     summary = {
         "out_dir": str(result.out_dir),
@@ -190,6 +198,7 @@ def main(argv: list[str]) -> int:
         "resumed_from": result.resumed_from,
         "teachers": {k: str(v) for k, v in teachers.items()},
         "shared_teacher_models": len({id(m) for m in loaded.values()}),
+        "model_id": model_id,
         **{k: last.get(k) for k in ("loss", "coverage", "top1_agree", "accept_rate")},
     }
     if args.json:

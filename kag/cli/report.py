@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["report_numbers", "write_report", "STAGE_LABELS"]
+__all__ = ["report_numbers", "provenance_queries", "write_report", "STAGE_LABELS"]
 
 #: how each evaluated stage is named in the report
 STAGE_LABELS = {"base": "base (untrained)", "sft": "SFT", "opd": "OPD student"}
@@ -162,13 +162,77 @@ def _plots(work: Path, numbers: dict[str, Any], done: dict[str, Any]) -> dict[st
     return out
 
 
+def _newest(store: Any, kind: str, name: str) -> str:
+    """The newest version of a tool or verifier, e.g. `answer_match@2`."""
+    ids = [n.id for b in store.iter_nodes(kind) for n in b if n.id.split("@")[0] == name]
+    if not ids:
+        return name
+    return max(ids, key=lambda i: int(i.split("@")[1]) if i.split("@")[1].isdigit() else 0)
+
+
+def provenance_queries(config: Any) -> list[dict[str, Any]]:
+    """Three questions users ask of the loop's graph, answered with `kag.provenance` (the same
+    as `kag query`): the datasets holding the student's self-play, the models trained on data
+    that touched the most-covered entity, and the student's trajectories that touched it
+    through `get_relations` and failed `answer_match`."""
+    import kag
+    from kag import provenance
+    from kag.coverage import coverage_counts
+
+    g = f"--graph {config.graph_url}"
+    out: list[dict[str, Any]] = []
+    with kag.open(config.graph_url) as graph:
+        store = graph.store
+        student = config.run_id("r0-student")
+        run = student if store.get_nodes("Run", [student]) else config.run_id("r0-demos")
+        found = provenance.datasets_with_run(store, run_id=run)
+        out.append(
+            {
+                "question": f"Which datasets contain trajectories of run {run}?",
+                "command": f"kag query datasets --run {run} {g}",
+                "answer": json.dumps(found, indent=1),
+            }
+        )
+        top = coverage_counts(store).entities.most_common(1)
+        if top:
+            entity = top[0][0]
+            models = provenance.models_touching(store, entity_id=entity)
+            out.append(
+                {
+                    "question": f"Which models were trained on data that touched entity {entity}?",
+                    "command": f"kag query models --touched-entity {entity} {g}",
+                    "answer": json.dumps(
+                        [{k: m[k] for k in ("id", "stage", "datasets")} for m in models], indent=1
+                    ),
+                }
+            )
+            tool = _newest(store, "Tool", "get_relations")
+            verifier = _newest(store, "Verifier", "answer_match")
+            failed = provenance.trajectories(
+                store, touched_entity=entity, used_tool=tool, failed_verifier=verifier
+            )
+            out.append(
+                {
+                    "question": (
+                        f"Which trajectories touched {entity} through {tool} and failed {verifier}?"
+                    ),
+                    "command": (
+                        f"kag query trajectories --touched-entity {entity} --used-tool "
+                        f"{tool} --failed-verifier {verifier} {g}"
+                    ),
+                    "answer": json.dumps(failed, indent=1),
+                }
+            )
+    return out
+
+
 def write_report(
     config: Any, done: dict[str, Any], *, queries: list[dict[str, Any]] | None = None
 ) -> Path:
     """Write `report.md`, `report.json` and the plots into the loop's workdir; returns report.md."""
     work = Path(config.workdir)
     numbers = report_numbers(config, done)
-    numbers["queries"] = queries or []
+    numbers["queries"] = provenance_queries(config) if queries is None else queries
     plots = _plots(work, numbers, done)
     families = sorted({f for e in numbers["evals"] for f in e["by_family"]})
     hops = sorted({h for e in numbers["evals"] for h in e["by_hops"]}, key=int)
