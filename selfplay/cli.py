@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kag.cli import add_graph_argument
 from selfplay.tooldefs import import_tools
@@ -261,6 +261,15 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def _budgets(args: argparse.Namespace) -> dict[str, Any]:
+    """Each family's protocol, unless the command gave a budget for every task."""
+    from selfplay.families import FAMILY_PROTOCOLS
+
+    if args.max_turns is None and args.max_new_tokens is None:
+        return dict(FAMILY_PROTOCOLS)
+    return {}
+
+
 def main(argv: list[str]) -> int:
     """`kag selfplay run --engine vllm|openai|oracle [--model DIR] [--base-url URL] [--tasks N]
     [--samples K] [--hops 2-4] [--run-id ID] [--seed S] [--workers N] [--graph URL]
@@ -291,8 +300,19 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="Ray workers (0: run in this process)")
     p.add_argument("--tasks-per-round", type=int, default=32)
-    p.add_argument("--max-turns", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=256, help="new tokens per turn")
+    p.add_argument(
+        "--max-turns",
+        type=int,
+        default=None,
+        help="turns before the final answer-now turn (default: each family's protocol; "
+        "given, it holds for every task)",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="new tokens per turn (default: each family's protocol; given, for every task)",
+    )
     p.add_argument("--max-context-tokens", type=int, default=4096)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument(
@@ -375,8 +395,9 @@ def main(argv: list[str]) -> int:
             shapes=tuple(args.shape) or ("chain",),
         ),
         solver=SolverConfig(
-            max_turns=args.max_turns,
-            max_new_tokens=args.max_new_tokens,
+            max_turns=args.max_turns or 8,
+            max_new_tokens=args.max_new_tokens or 256,
+            budgets=_budgets(args),
             max_context_tokens=args.max_context_tokens,
             temperature=args.temperature,
             seed=args.seed,
@@ -460,8 +481,19 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument(
         "--temperature", type=float, default=1.0, help="temperature of the sampled trajectories"
     )
-    parser.add_argument("--max-turns", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="new tokens per turn")
+    parser.add_argument(
+        "--max-turns",
+        type=int,
+        default=None,
+        help="turns before the final answer-now turn (default: each family's protocol; "
+        "given, it holds for every task)",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="new tokens per turn (default: each family's protocol; given, for every task)",
+    )
     parser.add_argument("--max-context-tokens", type=int, default=4096)
     parser.add_argument(
         "--dtype",
@@ -495,8 +527,9 @@ def eval_main(argv: list[str]) -> int:
         hops=args.hops,
         samples=args.samples,
         temperature=args.temperature,
-        max_turns=args.max_turns,
-        max_new_tokens=args.max_new_tokens,
+        max_turns=args.max_turns or 8,
+        max_new_tokens=args.max_new_tokens or 256,
+        budgets=_budgets(args),
         max_context_tokens=args.max_context_tokens,
         python_tool=args.python_tool,
         seed=args.seed,

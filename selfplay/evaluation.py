@@ -37,7 +37,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -56,7 +56,7 @@ from selfplay.generation import (
 )
 from selfplay.proposer import ProposerConfig
 from selfplay.rollout import trajectory_id
-from selfplay.solver import Policy, SolverConfig
+from selfplay.solver import Policy, SolverConfig, TurnBudget
 from selfplay.writeback import ScoredRollout, task_batch, write_rollouts
 
 __all__ = [
@@ -427,6 +427,9 @@ class EvalConfig:
     max_new_tokens: int = 256
     #: prompt + new tokens a trajectory may reach
     max_context_tokens: int = 4096
+    #: per-family protocols (`SolverConfig.budgets`; `kag eval` passes the families' own,
+    #: `selfplay.families.FAMILY_PROTOCOLS`, unless --max-turns or --max-new-tokens is given)
+    budgets: Mapping[str, TurnBudget] = field(default_factory=dict)
     #: offer the sandboxed `python` tool besides the graph tools
     python_tool: bool = False
     #: the LLM judge (`llm_judge@1`), as in self-play: give the training run's judge so a
@@ -473,6 +476,7 @@ class EvalConfig:
             max_turns=self.max_turns,
             max_new_tokens=self.max_new_tokens,
             max_context_tokens=self.max_context_tokens,
+            budgets=self.budgets,
             temperature=0.0 if self.samples == 1 else self.temperature,
             seed=self.seed,
         )
@@ -553,6 +557,8 @@ def _work_fields(
         "python_tool": config.python_tool,
         "judge": dataclasses.asdict(config.judge) if config.judge is not None else None,
     }
+    if config.budgets:
+        fields["budgets"] = {k: dataclasses.asdict(v) for k, v in sorted(config.budgets.items())}
     if selection.kind == "fresh":
         fields["hops"] = sorted(set(config.hops))
         fields["proposer"] = json.loads(

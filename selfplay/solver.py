@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from kag.messages import chat_message
@@ -33,6 +33,7 @@ from selfplay.rollout import Rollout, ToolResult, trajectory_id
 from selfplay.tools import ToolRegistry
 
 __all__ = [
+    "TurnBudget",
     "SolverConfig",
     "Solver",
     "TaskSetup",
@@ -76,6 +77,25 @@ _CALL_ERROR_PREFIXES = ("tool call", "stray </tool_call>")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class TurnBudget:
+    """The protocol of a task family: turns before the final "answer now" turn and new tokens
+    per turn (the context budget is the run's, which sizes the engine).
+
+    >>> TurnBudget(max_turns=12, max_new_tokens=256).max_turns
+    12
+    """
+
+    max_turns: int
+    max_new_tokens: int
+
+    def __post_init__(self) -> None:
+        for name in ("max_turns", "max_new_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TurnBudget.{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class SolverConfig:
     """Budgets and sampling of the solver loop."""
 
@@ -98,6 +118,22 @@ class SolverConfig:
     remind: bool = True
     #: tool calls executed per turn; later ones get an error observation
     max_calls_per_turn: int = 8
+    #: per-task protocols, keyed `FAMILY/SHAPE` (the task's `path["shape"]`) or `FAMILY`; a task
+    #: matching neither uses `max_turns` and `max_new_tokens` (see `budget_for`)
+    budgets: Mapping[str, TurnBudget] = field(default_factory=dict)
+
+    def budget_for(self, task: Task) -> TurnBudget:
+        """The turn and token budget of `task`.
+
+        >>> cfg = SolverConfig(budgets={"tool_use": TurnBudget(max_turns=12, max_new_tokens=256)})
+        >>> cfg.budget_for(Task(id="t", question="q", family="tool_use")).max_turns
+        12
+        """
+        shape = (task.path or {}).get("shape")
+        for key in (f"{task.family}/{shape}" if shape else None, task.family):
+            if key and key in self.budgets:
+                return self.budgets[key]
+        return TurnBudget(max_turns=self.max_turns, max_new_tokens=self.max_new_tokens)
 
     def __post_init__(self) -> None:
         for name in ("max_turns", "max_new_tokens", "max_context_tokens", "min_turn_tokens"):
@@ -402,6 +438,7 @@ class Solver:
             for r in active:
                 is_final = r.id in final
                 context = self._context_tokens(r)
+                budget = cfg.budget_for(r.task)
                 room = cfg.max_context_tokens - context
                 if room < cfg.min_turn_tokens:
                     _end(r, "aborted", f"context budget: {context} prompt tokens leave {room}")
@@ -410,7 +447,7 @@ class Solver:
                 requests.append(
                     TurnRequest(
                         rollout=r,
-                        max_tokens=min(cfg.max_new_tokens, room),
+                        max_tokens=min(budget.max_new_tokens, room),
                         seed=_turn_seed(cfg.seed, r.id, r.n_turns),
                         final=is_final,
                     )
@@ -428,7 +465,7 @@ class Solver:
                 new_tokens += action.n_tokens
                 if self.apply(r, action, final=request.final):
                     ended.append(r)
-                elif r.n_turns >= cfg.max_turns and r.id not in final:
+                elif r.n_turns >= cfg.budget_for(r.task).max_turns and r.id not in final:
                     final.add(r.id)
                     r.add(chat_message("user", ANSWER_NOW))
                     still.append(r)
@@ -481,7 +518,7 @@ class Solver:
         )
         offer = self._offer(r)
         bound = r.n_context + added if r.n_context > 0 else offer.specs_bytes + added
-        if bound + cfg.max_new_tokens <= cfg.max_context_tokens:
+        if bound + cfg.budget_for(r.task).max_new_tokens <= cfg.max_context_tokens:
             return bound
         return self.policy.count_tokens(r, tools=offer.specs)
 
@@ -519,7 +556,7 @@ class Solver:
         answer = extract_answer(action.text)
         if final:
             r.answer = answer
-            _end(r, "truncated", f"turn limit ({cfg.max_turns} turns)")
+            _end(r, "truncated", f"turn limit ({cfg.budget_for(r.task).max_turns} turns)")
             return True
         if calls or errors:
             self._run_calls(r, calls, errors)

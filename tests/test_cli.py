@@ -47,8 +47,8 @@ def test_help_advertises_only_the_training_stages_that_exist(capsys):
     assert kag_main(["--help"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("train"))
     assert line.split(None, 1)[1] == "train MoE models (sft, grpo, opd)"
-    assert kag_main(["train", "opd"]) == 2
-    assert "unknown subcommand 'opd'" in capsys.readouterr().err
+    assert kag_main(["train", "dpo"]) == 2
+    assert "unknown subcommand 'dpo'" in capsys.readouterr().err
 
 
 def test_every_advertised_handler_exists():

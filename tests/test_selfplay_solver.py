@@ -96,3 +96,40 @@ def test_solver_config_errors_name_the_field():
         SolverConfig(max_turns=0)
     with pytest.raises(ValueError, match="min_turn_tokens"):
         SolverConfig(max_context_tokens=16, min_turn_tokens=32)
+
+
+def test_each_family_gets_its_own_turn_budget(setup):
+    import dataclasses
+
+    from selfplay.families import FAMILY_PROTOCOLS
+    from selfplay.solver import TurnBudget
+
+    g, registry, tasks = setup
+    # the same 3-hop tasks (5 oracle turns) as search tasks under a 2-turn protocol, and as
+    # "compute" tasks under a 6-turn one, in one solve call
+    as_compute = [dataclasses.replace(t, id=t.id + "-c", family="compute") for t in tasks]
+    config = SolverConfig(
+        budgets={
+            "search": TurnBudget(max_turns=2, max_new_tokens=256),
+            "compute": TurnBudget(max_turns=6, max_new_tokens=256),
+        }
+    )
+    rollouts = Solver(OraclePolicy(), registry, config=config).solve(
+        [*tasks, *as_compute], run_id="r"
+    )
+    by_family = {r.task.id: r for r in rollouts}
+    for t in tasks:
+        r = by_family[t.id]
+        assert (r.status, r.n_turns) == ("truncated", 3)
+        assert r.stop_reason == "turn limit (2 turns)"
+    for t in as_compute:
+        assert by_family[t.id].status == "completed"
+    # the shipped protocols: shapes of search get more turns, tool_use more than search
+    search = dataclasses.replace(tasks[0], path={**tasks[0].path, "shape": "set"})
+    defaults = SolverConfig(budgets=FAMILY_PROTOCOLS)
+    assert defaults.budget_for(search).max_turns == 16
+    assert defaults.budget_for(tasks[0]).max_turns == 8
+    assert defaults.budget_for(dataclasses.replace(tasks[0], family="tool_use")).max_turns == 12
+    assert SolverConfig().budget_for(tasks[0]) == TurnBudget(max_turns=8, max_new_tokens=256)
+    with pytest.raises(ValueError, match="max_turns"):
+        TurnBudget(max_turns=0, max_new_tokens=1)

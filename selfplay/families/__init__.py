@@ -45,10 +45,11 @@ from kag.schema import TASK_FAMILIES, Task, Tool
 from kag.stores.base import GraphBatch, GraphStore
 from selfplay.proposer import Proposal, Proposer
 from selfplay.rewards import VerifierSuite
-from selfplay.solver import TaskSetup
+from selfplay.solver import TaskSetup, TurnBudget
 from selfplay.writeback import ScoredRollout
 
 __all__ = [
+    "FAMILY_PROTOCOLS",
     "PROPOSED_FAMILIES",
     "check_families",
     "family_suite",
@@ -58,6 +59,21 @@ __all__ = [
     "split_request",
     "task_setup",
 ]
+
+#: each family's protocol (`SolverConfig.budgets`), applied by `kag selfplay run` and `kag eval`
+#: unless `--max-turns` or `--max-new-tokens` is given (which then holds for every task):
+#: search chains: the 8 turns and 256 tokens of the solver's defaults; set and obfuscated search
+#: tasks: 16 turns (a hop may reach 50 entities, expanded 8 calls a turn); compute: room for a
+#: python program (384 tokens); instruction: room for a formatted answer (384); tool_use:
+#: 12 turns (several edits, a read before some, a recovery after a refused call)
+FAMILY_PROTOCOLS: dict[str, TurnBudget] = {
+    "search": TurnBudget(max_turns=8, max_new_tokens=256),
+    "search/set": TurnBudget(max_turns=16, max_new_tokens=256),
+    "search/obfuscated": TurnBudget(max_turns=16, max_new_tokens=256),
+    "compute": TurnBudget(max_turns=8, max_new_tokens=384),
+    "instruction": TurnBudget(max_turns=8, max_new_tokens=384),
+    "tool_use": TurnBudget(max_turns=12, max_new_tokens=256),
+}
 
 #: families a self-play run proposes from the graph
 PROPOSED_FAMILIES: tuple[str, ...] = ("search", "instruction", "compute", "tool_use")
