@@ -612,8 +612,8 @@ def _manifest_rows(path: Path) -> dict[str, Any]:
     manifest = path / "manifest.json"
     if not manifest.exists():
         return {}
-    data = json.loads(manifest.read_text())
-    return {"rows": data.get("rows"), "splits": data.get("splits")}
+    counts = json.loads(manifest.read_text()).get("counts", {})
+    return {"rows": counts.get("rows"), "splits": counts.get("split")}
 
 
 def loop_parser(prog: str = "kag loop") -> argparse.ArgumentParser:
