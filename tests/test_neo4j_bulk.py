@@ -42,7 +42,9 @@ def test_no_edge_kind_joins_two_entities():
 def test_seen_keys_never_forgets_and_rarely_errs():
     seen = SeenKeys(capacity=1_000)  # grows past its first filter below
     keys = [(f"s{i}", "r", f"t{i}") for i in range(20_000)]
-    assert not seen.add(keys[:10_000]).any()
+    # a Bloom filter over Python's (per-process salted) hash: a first sight may rarely be a false
+    # positive, a second sight is never missed
+    assert seen.add(keys[:10_000]).sum() < 20
     assert seen.add(keys[:10_000]).all()  # no false negatives, in the first filter or later ones
     false_positives = seen.add(keys[10_000:]).sum()
     assert false_positives < 20  # 0.2% of 10,000 new keys
