@@ -508,7 +508,7 @@ def test_cli_exports_with_filters_and_reports_user_errors(sqlite_url, tmp_path, 
         kag_main(["export", "opd", str(tmp_path / "o"), "--graph", sqlite_url, "--teacher", "film"])
         == 2
     )
-    assert "write DOMAIN=KEY" in capsys.readouterr().err
+    assert "write FAMILY_OR_DOMAIN=KEY" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["cli", "kag.db"]  # refused exports left nothing
 
 

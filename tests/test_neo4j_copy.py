@@ -13,6 +13,7 @@ from kag.schema import (
     Dataset,
     Edge,
     Entity,
+    Model,
     Relation,
     Run,
     Step,
@@ -124,6 +125,8 @@ def _selfplay_records(entities: list[Entity]) -> GraphBatch:
             id="v2", verifier_id=verifier.id, subject_id="t1/1", subject_kind="Step", passed=None
         ),
         Dataset(id="d1", path="/data/sft", kind="sft", manifest_sha256="ab" * 32, rows=1),
+        Model(id="m0", path="/models/base", stage="base", weights_sha256="cd" * 32),
+        Model(id="m1", path="/runs/sft/model", stage="sft", weights_sha256="ef" * 32),
     )
 
     def edge(k: str, sk: str, s: str, tk: str, t: str, **p: object) -> Edge:
@@ -148,6 +151,10 @@ def _selfplay_records(entities: list[Entity]) -> GraphBatch:
         edge("PRODUCED_BY", "Dataset", "d1", "Run", "r1"),
         edge("PRODUCED_BY", "Task", "q1", "Run", "r1"),
         edge("CONTAINS", "Dataset", "d1", "Trajectory", "t1"),
+        edge("PRODUCED_BY", "Model", "m1", "Run", "r1"),
+        edge("TRAINED_ON", "Model", "m1", "Dataset", "d1"),
+        edge("DERIVED_FROM", "Model", "m1", "Model", "m0"),
+        edge("USED_MODEL", "Run", "r1", "Model", "m1"),
     )
     return batch
 
