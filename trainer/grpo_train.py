@@ -42,6 +42,7 @@ from trainer.state import jsonable, rng_state, seed_everything, set_rng_state
 __all__ = [
     "METRIC_KEYS",
     "save_checkpoint",
+    "save_final_model",
     "latest_checkpoint",
     "load_checkpoint",
     "truncate_jsonl",
@@ -320,13 +321,7 @@ def train_grpo(
         if on_step is not None:
             on_step(step, metrics)
 
-    model_dir = out_dir / "model"
-    tmp = out_dir / ".tmp-model"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(model_dir, ignore_errors=True)
-    tmp.rename(model_dir)
+    model_dir = save_final_model(model, tokenizer, out_dir)
     reward_png = logger.close()
     return GRPOTrainResult(
         out_dir=out_dir,
@@ -396,6 +391,19 @@ def save_checkpoint(
     for old in sorted(root.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_final_model(model: Any, tokenizer: Any, out_dir: Path) -> Path:
+    """`out_dir/model/` (safetensors + tokenizer), written beside it first so a kill mid-save
+    never leaves a half-written model."""
+    model_dir = out_dir / "model"
+    tmp = out_dir / ".tmp-model"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    tmp.rename(model_dir)
+    return model_dir
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:

@@ -27,7 +27,6 @@ are not wired yet.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,6 +43,7 @@ from trainer.grpo_train import (
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
+    save_final_model,
     truncate_jsonl,
 )
 from trainer.metrics import MetricsLogger, read_metrics
@@ -555,13 +555,7 @@ def train_opd(
         logger.log(step, metrics)
         if step % config.save_every == 0 or step == config.steps:
             save_checkpoint(out_dir, step, trainer, schedule, keep=config.keep_checkpoints)  # type: ignore[arg-type]
-    model_dir = out_dir / "model"
-    tmp = out_dir / ".tmp-model"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(model_dir, ignore_errors=True)
-    tmp.rename(model_dir)
+    model_dir = save_final_model(model, tokenizer, out_dir)
     loss_png = logger.close()
     return OPDTrainResult(
         out_dir=out_dir,
