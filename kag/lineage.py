@@ -6,6 +6,7 @@
 | `record_model(store, ...)` | upsert a Model with PRODUCED_BY, TRAINED_ON and DERIVED_FROM edges |
 | `ensure_model(store, path=...)` | the Model of a checkpoint dir, a `base` one when not yet known |
 | `link_run_to_model(store, ...)` | USED_MODEL: a self-play, eval or rollout run's policy |
+| `link_rollouts_to_model(store, ...)` | USED_MODEL: GRPO/OPD rollout runs -> their start Model |
 | `lineage(store, node_id)` | the chain graph -> tasks -> trajectories -> dataset -> model -> runs |
 
 Every function takes any `GraphStore` (SQL or Neo4j) and writes idempotent upserts. The trainer
@@ -161,6 +162,40 @@ def link_run_to_model(store: GraphStore, *, run_id: str, path: str | os.PathLike
     model = ensure_model(store, path=path)
     store.write(GraphBatch().add(_edge("USED_MODEL", "Run", run_id, "Model", model.id)))
     return model
+
+
+def link_rollouts_to_model(
+    store: GraphStore, *, run_ids: Sequence[str], model: str, training_run: str
+) -> int:
+    """USED_MODEL from the rollout Runs of an on-policy training run (GRPO, OPD) to the Model it
+    started from. Step n's rollouts ran that model after n-1 optimizer updates of `training_run`
+    (the edge's props `updates` and `training_run` say so: the weights in between are not
+    checkpoints of their own). Rollout Runs missing from the graph (a step with no rollouts
+    written) are skipped; returns the number linked.
+
+    `link_rollouts_to_model(store, run_ids=["train:g:step-000001"], model="model:ab",
+    training_run="run:grpo-g")` -> `1`.
+    """
+    if not store.get_nodes("Model", [model]):
+        raise ValueError(f"unknown model id {model!r}")
+    found = {r.id for r in store.get_nodes("Run", list(run_ids))}
+    batch = GraphBatch()
+    for n, run_id in enumerate(run_ids, start=1):
+        if run_id in found:
+            props = {"updates": n - 1, "training_run": training_run}
+            batch.add(
+                Edge(
+                    kind="USED_MODEL",
+                    source_kind="Run",
+                    source=run_id,
+                    target_kind="Model",
+                    target=model,
+                    props=props,
+                )
+            )
+    if found:
+        store.write(batch)
+    return len(found)
 
 
 def _edge(kind: str, sk: str, s: str, tk: str, t: str) -> Edge:

@@ -216,6 +216,16 @@ def test_kag_train_grpo_trains_writes_train_runs_and_resumes_at_the_next_prompts
             ]
             assert sorted(t.task_id for t in trajectories) == sorted(s["task_ids"] * 4)
     assert [s["run_id"] for s in steps] == [run_id_of_step("grpo-run", n) for n in (1, 2, 3)]
+    # every step's rollout Run used the start model, after that step's updates so far
+    from kag.lineage import find_model, weights_sha256
+
+    with kag.open(sqlite_url) as g:
+        start = find_model(g.store, sha256=weights_sha256(argv[argv.index("--model") + 1]))
+        assert start is not None
+        for n, s in enumerate(steps, start=1):
+            (used,) = g.store.edges("USED_MODEL", source=s["run_id"])
+            assert used.target == start.id
+            assert used.props == {"updates": n - 1, "training_run": "run:grpo-grpo-run"}
 
 
 @pytest.mark.vllm

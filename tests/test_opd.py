@@ -160,3 +160,10 @@ def test_opd_steps_train_the_student_keep_the_engine_in_sync_and_resume(
         assert shas == {weights_sha256(tiny_model_dir), weights_sha256(opd_setup["teacher"])}
         trained_on = {e.target for e in g.store.edges("TRAINED_ON", source=model.id)}
         assert trained_on == {dataset_id_of(opd_setup["data"])}
+        # the rollout Runs of both steps used the student it started from
+        (student,) = [m for m in g.store.get_nodes("Model", sorted(parents))
+                      if m.weights_sha256 == weights_sha256(tiny_model_dir)]  # fmt: skip
+        for s in steps:
+            assert [e.target for e in g.store.edges("USED_MODEL", source=s["run_id"])] == [
+                student.id
+            ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from kag.cli import UserError, add_graph_argument
@@ -159,10 +160,13 @@ def record_training(
     run_id: str,
     data: str,
     parents: list[str],
+    rollout_runs: Sequence[str] = (),
 ) -> str:
     """Record a trained checkpoint's lineage (`kag.lineage.record_model`): the Model, PRODUCED_BY
-    the training Run, TRAINED_ON the dataset of `data`, DERIVED_FROM each parent; its id."""
-    from kag.lineage import dataset_id_of, record_model
+    the training Run, TRAINED_ON the dataset of `data`, DERIVED_FROM each parent; its id.
+    `rollout_runs` (on-policy training's per-step rollout Runs, in step order) get USED_MODEL to
+    the first parent, the model they started from (`kag.lineage.link_rollouts_to_model`)."""
+    from kag.lineage import dataset_id_of, ensure_model, link_rollouts_to_model, record_model
 
     try:
         datasets = [dataset_id_of(data)]
@@ -173,6 +177,11 @@ def record_training(
     model = record_model(
         store, path=model_dir, stage=stage, run_id=run_id, datasets=datasets, parents=parents
     )
+    if rollout_runs and parents:
+        start = ensure_model(store, path=parents[0])
+        link_rollouts_to_model(
+            store, run_ids=list(rollout_runs), model=start.id, training_run=run_id
+        )
     return model.id
 
 
@@ -218,7 +227,7 @@ def main(argv: list[str]) -> int:
     from selfplay.solver import EnginePolicy, SolverConfig
     from trainer.grpo import GRPOConfig, GRPOStepConfig, RewardShaping
     from trainer.grpo_loss import GRPOLossConfig
-    from trainer.grpo_train import GRPOTrainConfig, read_prompt_ids, train_grpo
+    from trainer.grpo_train import GRPOTrainConfig, read_prompt_ids, run_id_of_step, train_grpo
     from trainer.sft import load_causal_lm
 
     config = GRPOTrainConfig(
@@ -293,6 +302,7 @@ def main(argv: list[str]) -> int:
             run_id=f"run:grpo-{config.run_name}",
             data=args.data,
             parents=[args.model],
+            rollout_runs=[run_id_of_step(config.run_name, s) for s in range(1, result.steps + 1)],
         )
     last = result.metrics[-1] if result.metrics else {}
     summary = {

@@ -108,6 +108,7 @@ def main(argv: list[str]) -> int:
     from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
     from selfplay.generation import RolloutSource
     from selfplay.solver import EnginePolicy, SolverConfig
+    from trainer.grpo_train import run_id_of_step
     from trainer.opd import OPDConfig, OPDStepConfig, OPDTrainConfig, load_teachers, train_opd
     from trainer.opd_loss import OPDLossConfig
     from trainer.sft import load_causal_lm
@@ -189,6 +190,7 @@ def main(argv: list[str]) -> int:
             run_id=f"run:opd-{config.run_name}",
             data=args.data,
             parents=[args.student, *dict.fromkeys(teachers.values())],
+            rollout_runs=[run_id_of_step(config.run_name, s) for s in range(1, result.steps + 1)],
         )
     last = result.metrics[-1] if result.metrics else {}
     summary = {
