@@ -20,6 +20,7 @@ from trainer.grpo_train import (
     METRIC_KEYS,
     GRPOTrainConfig,
     PromptSchedule,
+    drawn_tasks,
     read_prompt_ids,
     run_id_of_step,
 )
@@ -117,6 +118,17 @@ def test_a_schedule_restored_from_its_state_continues_at_the_next_unseen_prompt(
         schedule = PromptSchedule.from_state(IDS, state)
     assert seen == whole
     assert (schedule.epoch, schedule.position) == (2, 6)
+
+
+def test_a_step_draws_each_prompt_once_when_the_dataset_is_smaller_than_the_step():
+    schedule = PromptSchedule(["a", "b", "c"], seed=1)
+    drawn: list[str] = []
+    tasks = list(drawn_tasks(schedule, str.upper, drawn))  # a step asking for more than 3
+    assert sorted(drawn) == ["a", "b", "c"] and tasks == [t.upper() for t in drawn]
+    # the next step starts the next epoch with its first id, none skipped
+    nxt: list[str] = []
+    first = next(drawn_tasks(schedule, str, nxt))
+    assert (schedule.epoch, first) == (1, schedule.order(1)[0])
 
 
 def test_a_saved_schedule_refuses_other_prompts():

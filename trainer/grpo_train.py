@@ -158,6 +158,17 @@ class PromptSchedule:
                 self.position += 1
                 yield task_id
 
+    def peek(self) -> str:
+        """The id `draw` hands out next, without moving the cursor.
+
+        >>> s = PromptSchedule(["a", "b"], seed=0)
+        >>> s.peek() == next(s.draw())
+        True
+        """
+        if self.position == len(self.task_ids):
+            return self.order(self.epoch + 1)[0]
+        return self.order(self.epoch)[self.position]
+
     def state(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
@@ -336,8 +347,15 @@ def train_grpo(
 def drawn_tasks(
     schedule: PromptSchedule, task_of: Callable[[str], Any], drawn: list[str]
 ) -> Iterator[Any]:
-    """The tasks of the schedule from its cursor on; each id handed out is logged in `drawn`."""
-    for task_id in schedule.draw():
+    """The tasks of the schedule from its cursor on, for one step; each id handed out is logged in
+    `drawn`. It ends before any id comes round again (a dataset with fewer prompts than a step and
+    its refills ask for), so a step never rolls out one prompt twice; the id stays next in the
+    schedule."""
+    ids = schedule.draw()
+    seen: set[str] = set()
+    while schedule.peek() not in seen:
+        task_id = next(ids)
+        seen.add(task_id)
         drawn.append(task_id)
         yield task_of(task_id)
 
