@@ -25,7 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DATA_DIR = Path("/work/shared/data/fb15k-237")
+#: `$KAG_DATA_DIR/fb15k-237`, default `../shared/data` next to the repository
+DATA_DIR = (
+    Path(os.environ.get("KAG_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    / "fb15k-237"
+)
 SPLITS = ("train.tsv", "dev.tsv", "test.tsv")
 
 

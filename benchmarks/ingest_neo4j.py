@@ -18,12 +18,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-DATA_DIR = Path("/work/shared/data/fb15k-237")
+#: `$KAG_DATA_DIR/fb15k-237`, default `../shared/data` next to the repository
+DATA_DIR = (
+    Path(os.environ.get("KAG_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    / "fb15k-237"
+)
 SPLITS = ("train.tsv", "dev.tsv", "test.tsv")
 
 
