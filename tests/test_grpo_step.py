@@ -222,3 +222,55 @@ def test_reference_logprobs_without_entropy_are_the_policy_passes_logprobs(tiny_
     assert torch.allclose(ref.logp, full.logp, atol=1e-5)
     assert (ref.logp[:, 0] == 0).all() and (full.logp[:, 1:] < 0).all()
     assert (ref.entropy == 0).all() and (full.entropy[:, 1:] > 0).all()
+
+
+@pytest.mark.parametrize("aggregation", ["token-mean", "sequence-mean"])
+def test_micro_batches_give_the_update_of_one_pass_over_the_batch(tiny_model_dir, aggregation):
+    """Rollouts of different lengths, 2 at a time or all at once: the same new weights (the
+    micro-batches' losses weighted by their share of the tokens or sequences), KL and entropy
+    included. (The MoE load-balancing loss is one per forward pass, as in Megatron and verl: not
+    additive over micro-batches, so it is off here.)"""
+    from transformers import AutoModelForCausalLM
+
+    from trainer.grpo_data import GRPOBatch
+
+    g = torch.Generator().manual_seed(3)
+    rows, width = 5, 23
+    lengths = [23, 9, 17, 4, 12]
+    attn = torch.zeros(rows, width, dtype=torch.bool)
+    loss_mask = torch.zeros(rows, width, dtype=torch.bool)
+    for r, n in enumerate(lengths):
+        attn[r, :n] = True
+        loss_mask[r, n // 2 : n] = True  # the completion: the second half
+    batch = GRPOBatch(
+        input_ids=torch.randint(0, 200, (rows, width), generator=g) * attn,
+        attention_mask=attn,
+        loss_mask=loss_mask,
+        advantages=torch.randn(rows, 1, generator=g).expand(rows, width) * loss_mask,
+        rollout_logp=torch.zeros(rows, width),
+        rollout_known=torch.zeros(rows, width, dtype=torch.bool),
+        rewards=torch.rand(rows, generator=g),
+    )
+    loss = GRPOLossConfig(kl_coef=0.1, entropy_coef=0.01, moe_aux_coef=0.0, aggregation=aggregation)
+    results = {}
+    for micro in (None, 2):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        ref = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+        noise = torch.Generator().manual_seed(4)
+        with torch.no_grad():  # a reference that differs from the policy, so the KL has a gradient
+            for p in ref.parameters():
+                p.add_(0.01 * torch.randn(p.shape, generator=noise))
+        config = GRPOStepConfig(learning_rate=1.0, loss=loss, micro_batch_rows=micro)
+        # plain SGD: the new weights are the gradient itself (Adam's first step, lr * sign(grad),
+        # would magnify float noise in gradients near 0)
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate)
+        metrics = grpo_step(model, optimizer, batch, config=config, ref_model=ref)
+        results[micro] = (metrics, [p.detach().clone() for p in model.parameters()])
+    (whole, before), (micro, after) = results[None], results[2]
+    assert (whole["micro_batches"], micro["micro_batches"]) == (1, 3)
+    assert micro["n_tokens"] == whole["n_tokens"] == float(loss_mask.sum())
+    assert micro["loss"] == pytest.approx(whole["loss"], rel=1e-4, abs=1e-6)
+    assert micro["grad_norm"] == pytest.approx(whole["grad_norm"], rel=1e-3)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(before, after, strict=True))
+    assert any(not torch.allclose(a, b) for a, b in zip(before, [p for p in
+               AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters()], strict=True))  # fmt: skip

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from trainer.grpo_data import GRPOBatch, build_batch, rollout_tokens
-from trainer.grpo_loss import GRPOLossConfig, filter_uniform_groups, grpo_loss
+from trainer.grpo_loss import AGGREGATIONS, GRPOLossConfig, filter_uniform_groups, grpo_loss
 from trainer.moe import router_stats
 
 __all__ = [
@@ -61,10 +61,18 @@ class GRPOStepConfig:
     max_grad_norm: float = 1.0
     #: AdamW weight decay; 0.01 as verl's actor optimizer (TRL: 0.0)
     weight_decay: float = 0.01
+    #: rollouts per forward/backward pass; the gradients of a step's micro-batches add up to
+    #: the whole batch's (each micro-batch's loss is weighted by its share of the trained tokens,
+    #: or of the sequences under sequence-mean), so this bounds memory, not the update. As
+    #: verl's `ppo_micro_batch_size_per_gpu` and TRL's `per_device_train_batch_size`; 8 keeps a
+    #: step of 64 rollouts of 2,048 tokens under 4 GiB on the tiny model. None: one pass.
+    micro_batch_rows: int | None = 8
 
     def __post_init__(self) -> None:
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.micro_batch_rows is not None and self.micro_batch_rows < 1:
+            raise ValueError(f"micro_batch_rows must be >= 1 or None, got {self.micro_batch_rows}")
         if not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm}")
         if self.weight_decay < 0:
@@ -137,53 +145,88 @@ def grpo_step(
     """One optimizer step of GRPO on `batch`; returns the loss metrics plus `grad_norm`,
     `reward_mean`, `reward_std` and seconds per phase (`time_ref_s`, `time_train_s`).
 
-    `old_logp` defaults to the model's own log-probs before the step (one step per batch).
-    `ref_model` is needed when `config.loss.kl_coef` > 0 and is never run otherwise.
+    The batch goes through the model `config.micro_batch_rows` rollouts at a time, gradients
+    accumulating, then one optimizer step: the same update as one pass over the whole batch.
+    The loss metrics are those micro-batches' token-weighted means (`loss` is the whole
+    batch's, `n_tokens` the sum). `old_logp` defaults to the model's own log-probs before the
+    step (one step per batch). `ref_model` is needed when `config.loss.kl_coef` > 0 and is never
+    run otherwise.
     """
     loss_config = config.loss
     if loss_config.kl_coef > 0 and ref_model is None:
         raise ValueError("kl_coef > 0 needs ref_model (the frozen reference policy)")
-    started = time.perf_counter()
-    ref_logp = None
-    if ref_model is not None and loss_config.kl_coef > 0:
-        with torch.no_grad():
-            ref_logp = token_logprobs(
-                ref_model, batch.input_ids, batch.attention_mask, with_entropy=False
-            ).logp
-    ref_seconds = time.perf_counter() - started
-
-    started = time.perf_counter()
-    model.train()
-    current = token_logprobs(model, batch.input_ids, batch.attention_mask)
-    old = current.logp.detach() if old_logp is None else old_logp
-    # where the engine's log-prob is unknown, no correction: weight exp(0) = 1
-    rollout = torch.where(batch.rollout_known, batch.rollout_logp, old)
-    loss, metrics = grpo_loss(
-        current.logp,
-        old,
-        batch.advantages,
-        batch.loss_mask,
-        config=loss_config,
-        ref_logp=ref_logp,
-        rollout_logp=rollout,
-        entropy=current.entropy,
-        moe_aux_loss=current.aux_loss,
-    )
+    rows = batch.n_rollouts
+    size = config.micro_batch_rows or rows
+    chunks = [slice(a, min(a + size, rows)) for a in range(0, rows, size)]
+    # each micro-batch's share of the batch's aggregate: trained tokens, or sequences
+    per_row = batch.loss_mask.sum(dim=-1)
+    if loss_config.aggregation == "sequence-mean":
+        per_row = (per_row > 0).to(per_row.dtype)
+    total = float(per_row.sum().clamp_min(1))
+    ref_seconds = train_seconds = 0.0
+    sums: dict[str, float] = {}
+    token_total = 0.0
+    loss_total = 0.0
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    model.train()
+    for chunk in chunks:
+        # right-padded: the micro-batch needs only its own longest row's columns
+        width = int(batch.attention_mask[chunk].sum(dim=-1).max().clamp_min(1))
+        cols = slice(0, width)
+        ids, attn = batch.input_ids[chunk, cols], batch.attention_mask[chunk, cols]
+        mask = batch.loss_mask[chunk, cols]
+        started = time.perf_counter()
+        ref_logp = None
+        if ref_model is not None and loss_config.kl_coef > 0:
+            with torch.no_grad():
+                ref_logp = token_logprobs(ref_model, ids, attn, with_entropy=False).logp
+        ref_seconds += time.perf_counter() - started
+
+        started = time.perf_counter()
+        current = token_logprobs(model, ids, attn)
+        old = current.logp.detach() if old_logp is None else old_logp[chunk, cols]
+        # where the engine's log-prob is unknown, no correction: weight exp(0) = 1
+        known = batch.rollout_known[chunk, cols]
+        rollout = torch.where(known, batch.rollout_logp[chunk, cols], old)
+        loss, metrics = grpo_loss(
+            current.logp,
+            old,
+            batch.advantages[chunk, cols],
+            mask,
+            config=loss_config,
+            ref_logp=ref_logp,
+            rollout_logp=rollout,
+            entropy=current.entropy,
+            moe_aux_loss=current.aux_loss,
+        )
+        weight = float(per_row[chunk].sum()) / total
+        (loss * weight).backward()
+        train_seconds += time.perf_counter() - started
+        loss_total += float(loss.detach()) * weight
+        n = float(mask.sum())
+        token_total += n
+        for key, value in metrics.items():
+            if key != "n_tokens":
+                sums[key] = sums.get(key, 0.0) + value * n
+    started = time.perf_counter()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    metrics.update(
-        loss=float(loss.detach()),
+    train_seconds += time.perf_counter() - started
+    out = {k: v / max(token_total, 1.0) for k, v in sums.items()}
+    out.update(
+        aggregation=float(AGGREGATIONS.index(loss_config.aggregation)),
+        n_tokens=token_total,
+        micro_batches=float(len(chunks)),
+        loss=loss_total,
         grad_norm=float(grad_norm),
         reward_mean=float(batch.rewards.mean()),
         reward_std=float(batch.rewards.std()) if batch.n_rollouts > 1 else 0.0,
         rollout_known_frac=float(batch.rollout_known.sum() / batch.loss_mask.sum().clamp_min(1)),
         time_ref_s=ref_seconds,
-        time_train_s=time.perf_counter() - started,
+        time_train_s=train_seconds,
     )
-    return metrics
+    return out
 
 
 def repeated_tool_calls(messages: Sequence[dict[str, Any]]) -> int:

@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--lr", type=float, default=1e-6, help="learning rate (default: 1e-6)")
     parser.add_argument("--kl-coef", type=float, default=1e-3, help="KL to the start model")
+    parser.add_argument(
+        "--micro-batch-rows",
+        type=int,
+        default=8,
+        help="rollouts per forward/backward pass (gradients accumulate; default: %(default)s)",
+    )
     parser.add_argument("--free-turns", type=int, default=4, help="turns without penalty")
     parser.add_argument("--turn-penalty", type=float, default=0.0, help="reward per extra turn")
     parser.add_argument(
@@ -247,7 +253,11 @@ def main(argv: list[str]) -> int:
                 turn_penalty=args.turn_penalty,
                 repetition_penalty=args.repetition_penalty,
             ),
-            step=GRPOStepConfig(learning_rate=args.lr, loss=GRPOLossConfig(kl_coef=args.kl_coef)),
+            step=GRPOStepConfig(
+                learning_rate=args.lr,
+                loss=GRPOLossConfig(kl_coef=args.kl_coef),
+                micro_batch_rows=args.micro_batch_rows,
+            ),
         ),
     )
     solver = SolverConfig(
