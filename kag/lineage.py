@@ -6,7 +6,6 @@
 | `record_model(store, ...)` | upsert a Model with PRODUCED_BY, TRAINED_ON and DERIVED_FROM edges |
 | `ensure_model(store, path=...)` | the Model of a checkpoint dir, a `base` one when not yet known |
 | `link_run_to_model(store, ...)` | USED_MODEL: a self-play, eval or rollout run's policy |
-| `link_rollouts_to_model(store, ...)` | USED_MODEL: GRPO/OPD rollout runs -> their start Model |
 | `lineage(store, node_id)` | the chain graph -> tasks -> trajectories -> dataset -> model -> runs |
 
 Every function takes any `GraphStore` (SQL or Neo4j) and writes idempotent upserts. The trainer
@@ -108,13 +107,18 @@ def record_model(
     run_config: dict[str, Any] | None = None,
     datasets: Sequence[str] = (),
     parents: Sequence[str | os.PathLike[str]] = (),
+    rollout_runs: Sequence[str] = (),
 ) -> Model:
     """Write a trained checkpoint and its lineage in one batch; return its Model.
 
     `path`: the checkpoint (dir or file); `stage`: base, sft, grpo or opd; `run_id`: the training
     Run (written as `Run(kind=stage)` when the store does not hold it); `datasets`: Dataset ids
     trained on (unknown ids are an error); `parents`: start checkpoints and, for OPD, each teacher
-    (paths, recorded as `base` Models when not yet known). Example, as an OPD trainer would call it:
+    (paths, recorded as `base` Models when not yet known); `rollout_runs`: on-policy training's
+    rollout Runs in step order, each given USED_MODEL to the first parent, the model it started
+    from, with props `updates` (step n ran it after n-1 optimizer updates: the weights in between
+    are no Models of their own) and `training_run` (Runs not in the graph are skipped). Example,
+    as an OPD trainer would call it:
 
         record_model(store, path="runs/opd/model", stage="opd", run_id="run:opd-1",
                      datasets=["ds:abc"], parents=["runs/sft/model", "teachers/search"])
@@ -151,6 +155,13 @@ def record_model(
     for parent in parent_models:
         if parent.id != model.id:
             batch.add(_edge("DERIVED_FROM", "Model", model.id, "Model", parent.id))
+    if rollout_runs and parent_models:
+        found = {r.id for r in store.get_nodes("Run", list(rollout_runs))}
+        for n, rollout in enumerate(rollout_runs, start=1):
+            if rollout in found:
+                props = {"updates": n - 1, "training_run": run_id}
+                start = parent_models[0].id
+                batch.add(_edge("USED_MODEL", "Run", rollout, "Model", start, props=props))
     store.write(batch)
     return model
 
@@ -164,42 +175,8 @@ def link_run_to_model(store: GraphStore, *, run_id: str, path: str | os.PathLike
     return model
 
 
-def link_rollouts_to_model(
-    store: GraphStore, *, run_ids: Sequence[str], model: str, training_run: str
-) -> int:
-    """USED_MODEL from the rollout Runs of an on-policy training run (GRPO, OPD) to the Model it
-    started from. Step n's rollouts ran that model after n-1 optimizer updates of `training_run`
-    (the edge's props `updates` and `training_run` say so: the weights in between are not
-    checkpoints of their own). Rollout Runs missing from the graph (a step with no rollouts
-    written) are skipped; returns the number linked.
-
-    `link_rollouts_to_model(store, run_ids=["train:g:step-000001"], model="model:ab",
-    training_run="run:grpo-g")` -> `1`.
-    """
-    if not store.get_nodes("Model", [model]):
-        raise ValueError(f"unknown model id {model!r}")
-    found = {r.id for r in store.get_nodes("Run", list(run_ids))}
-    batch = GraphBatch()
-    for n, run_id in enumerate(run_ids, start=1):
-        if run_id in found:
-            props = {"updates": n - 1, "training_run": training_run}
-            batch.add(
-                Edge(
-                    kind="USED_MODEL",
-                    source_kind="Run",
-                    source=run_id,
-                    target_kind="Model",
-                    target=model,
-                    props=props,
-                )
-            )
-    if found:
-        store.write(batch)
-    return len(found)
-
-
-def _edge(kind: str, sk: str, s: str, tk: str, t: str) -> Edge:
-    return Edge(kind=kind, source_kind=sk, source=s, target_kind=tk, target=t)
+def _edge(kind: str, sk: str, s: str, tk: str, t: str, props: dict[str, Any] | None = None) -> Edge:
+    return Edge(kind=kind, source_kind=sk, source=s, target_kind=tk, target=t, props=props or {})
 
 
 def _kind_of(store: GraphStore, node_id: str) -> str:

@@ -171,8 +171,8 @@ def record_training(
     """Record a trained checkpoint's lineage (`kag.lineage.record_model`): the Model, PRODUCED_BY
     the training Run, TRAINED_ON the dataset of `data`, DERIVED_FROM each parent; its id.
     `rollout_runs` (on-policy training's per-step rollout Runs, in step order) get USED_MODEL to
-    the first parent, the model they started from (`kag.lineage.link_rollouts_to_model`)."""
-    from kag.lineage import dataset_id_of, ensure_model, link_rollouts_to_model, record_model
+    the first parent, the model they started from."""
+    from kag.lineage import dataset_id_of, record_model
 
     try:
         datasets = [dataset_id_of(data)]
@@ -181,13 +181,14 @@ def record_training(
     # exported from another graph: this one has no Dataset node for it
     datasets = [d.id for d in store.get_nodes("Dataset", datasets)] if datasets else []
     model = record_model(
-        store, path=model_dir, stage=stage, run_id=run_id, datasets=datasets, parents=parents
+        store,
+        path=model_dir,
+        stage=stage,
+        run_id=run_id,
+        datasets=datasets,
+        parents=parents,
+        rollout_runs=rollout_runs,
     )
-    if rollout_runs and parents:
-        start = ensure_model(store, path=parents[0])
-        link_rollouts_to_model(
-            store, run_ids=list(rollout_runs), model=start.id, training_run=run_id
-        )
     return model.id
 
 
