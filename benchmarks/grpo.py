@@ -127,10 +127,33 @@ def _raw_vllm(engine: Any, solver_config: Any, tools: Any, tasks: list, steps: l
     return {"tokens": tokens, "seconds": seconds}
 
 
+def _turn_batches(calls: list[tuple[int, list, list]]) -> list[tuple[int, list, list]]:
+    """Single-prompt calls of overlapped rollouts regrouped into one call per step and turn.
+
+    A rollout's turn-t prompt extends its turn t-1 prompt (`continue_tokens`), so a prompt's turn
+    is the number of earlier prompts of the same step that are prefixes of it. Batched calls
+    (the lock-step loop's) are returned as they are.
+    """
+    if any(len(prompts) != 1 for _, prompts, _ in calls):
+        return calls
+    batches: dict[tuple[int, int], tuple[int, list, list]] = {}
+    seen: dict[int, list[list[int]]] = {}
+    for step, [prompt], [sampling] in calls:
+        earlier = seen.setdefault(step, [])
+        turn = sum(1 for q in earlier if len(q) < len(prompt) and prompt[: len(q)] == q)
+        earlier.append(prompt)
+        batch = batches.setdefault((step, turn), (step, [], []))
+        batch[1].append(prompt)
+        batch[2].append(sampling)
+    return [batches[k] for k in sorted(batches)]
+
+
 def _replay(engine: Any, calls: list[tuple[int, list, list]]) -> dict:
-    """The rollouts' own engine calls (each turn's prompts, token budgets and seeds) again,
-    one after another, with nothing between them: the engine's share of the rollout phase."""
+    """The rollouts' own engine calls (each turn's prompts, token budgets and seeds) again, one
+    batched call per step and turn, back to back with nothing between them: the engine's share
+    of the rollout phase as the lock-step loop would batch it."""
     tokens = seconds = 0.0
+    calls = _turn_batches(calls)
     for _, prompts, sampling in calls:
         started = time.perf_counter()
         out = engine.generate(prompts, sampling=sampling)
@@ -161,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-every", type=int, default=1)
     parser.add_argument("--kv-cache-gib", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--overlap-turns",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="rollouts driven apart (`kag train grpo --overlap-turns`; default: off, as there)",
+    )
     args = parser.parse_args(argv)
     if args.steps <= args.warmup_steps:
         raise SystemExit("--steps must be larger than --warmup-steps")
@@ -209,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         max_context_tokens=args.max_context_tokens,
         temperature=args.temperature,
         seed=args.seed,
+        overlap_turns=args.overlap_turns,
     )
     # as `kag train grpo` configures its engine
     engine_config = VLLMEngineConfig(
@@ -246,6 +276,13 @@ def main(argv: list[str] | None = None) -> int:
                 return generate(prompts, sampling=sampling)
 
             engine.generate = recorded
+            agenerate = engine.agenerate
+
+            async def arecorded(prompts, *, sampling):
+                calls.append((len(steps) + 1, [list(p) for p in prompts], list(sampling)))
+                return await agenerate(prompts, sampling=sampling)
+
+            engine.agenerate = arecorded
             last = [time.perf_counter()]
 
             def on_step(step: int, metrics: dict[str, Any]) -> None:
@@ -281,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             for step, drawn in zip(steps, prompts, strict=True):
                 step["task_ids"] = drawn["task_ids"]
-            engine.generate = generate
+            engine.generate, engine.agenerate = generate, agenerate
             measured = steps[args.warmup_steps :]
             raw = _raw_vllm(engine, solver_config, tools, tasks, measured, args)
             replay = _replay(engine, [c for c in calls if c[0] > args.warmup_steps])
@@ -301,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_turns": args.max_turns,
         "max_new_tokens": args.max_new_tokens,
         "temperature": args.temperature,
+        "overlap_turns": args.overlap_turns,
         "kl_coef": args.kl_coef,
         "save_every": args.save_every,
         "shaping": {

@@ -3,7 +3,8 @@
 The whole path a user takes, on the embedded default, in one process:
 
 1. a synthetic world (`kag generate world`) and held-out 2-hop tasks proposed from it first, so the
-   training proposer (which skips walks that are already tasks) never trains on them;
+   training proposer (which skips walks that are already tasks) never trains on them; they are
+   the tasks of Run `heldout`, so `kag eval --tasks run:heldout` measures a later model on them;
 2. oracle demonstrations of other 2-hop tasks (`kag selfplay run --engine oracle`), exported as an
    SFT dataset (`kag export sft`);
 3. the tiny Qwen3-MoE with a tokenizer trained on the world's text (`kag model tiny --graph`);
@@ -24,11 +25,17 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 # `python benchmarks/learning.py` puts benchmarks/ first on sys.path, where benchmarks/selfplay.py
 # would shadow the selfplay package
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+
+#: the Run the held-out tasks are PRODUCED_BY: `kag eval --tasks run:heldout --graph sqlite:///WORKDIR/kag.db`
+#: evaluates a later model (e.g. a GRPO teacher) on exactly the tasks of the curve
+HELDOUT_RUN = "heldout"
 
 
 def _kag(argv: list[str]) -> None:
@@ -40,7 +47,8 @@ def _kag(argv: list[str]) -> None:
 
 
 def _heldout_tasks(graph_url: str, n: int, seed: int) -> list:
-    from kag.stores import open_store
+    from kag.schema import Run
+    from kag.stores import GraphBatch, open_store
     from selfplay.config import SelfPlayConfig
     from selfplay.generation import build_tools
     from selfplay.proposer import Proposer, ProposerConfig
@@ -53,7 +61,22 @@ def _heldout_tasks(graph_url: str, n: int, seed: int) -> list:
         scorer.persist(store)
         proposer = Proposer(store, config=ProposerConfig(verifiers=tuple(scorer.verifier_ids)))
         tasks = proposer.propose(n, hops=2, seed=seed).tasks
-        write_tasks(store, tasks, run_id=None)
+        # a Run of their own, so later stages can name them: `kag eval --tasks run:heldout`
+        now = datetime.now(UTC).isoformat()
+        counts = {"tasks": len(tasks), "seed": seed}
+        store.write(
+            GraphBatch().add(
+                Run(
+                    id=HELDOUT_RUN,
+                    kind="heldout",
+                    status="completed",
+                    started_at=now,
+                    finished_at=now,
+                    counters=counts,
+                )
+            )
+        )
+        write_tasks(store, tasks, run_id=HELDOUT_RUN)
     finally:
         store.close()
     if len(tasks) < n:

@@ -648,7 +648,8 @@ class ToolStepCheck(TrajectoryVerifier):
     | `observation` | the observation is neither empty nor an error                          |
     | `on_path`     | an entity the call acts on lies on a chain that still reaches an answer |
     |               | (`context.answer_path_entities`, else the task's own path and answers); |
-    |               | undecided for calls on no entity (a search)                            |
+    |               | for a call on no entity (a search), an entity its observation names     |
+    |               | does; undecided when it names none                                     |
 
     A step passes when every decided check passes; its score is the share that passed.
     `verify` gives the trajectory-level summary (the mean step score) used by the reward.
@@ -686,6 +687,14 @@ class ToolStepCheck(TrajectoryVerifier):
                 checks["on_path"] = any(e in on_path_ids for e in step.acted_on)
                 if not checks["on_path"]:
                     why.append(f"{_names(list(step.acted_on), 3)} lead to no answer")
+            elif step.observed and not step.malformed:
+                # a call on no entity (a search) is on a path when what it found is: a search
+                # for a misspelt name finds entities, but none a chain to an answer starts from
+                checks["on_path"] = any(e in on_path_ids for e in step.observed)
+                if not checks["on_path"]:
+                    why.append(
+                        f"found {_names(list(step.observed), 3)}, none on a path to an answer"
+                    )
             else:
                 checks["on_path"] = None
             decided = [v for v in checks.values() if v is not None]

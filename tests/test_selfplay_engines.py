@@ -80,3 +80,54 @@ def test_a_rewrite_that_loses_the_start_entity_keeps_the_template(vllm_engine, s
         # the random model's rewrite never keeps the quoted names, so the template stays
         assert [t.question for t in tasks] == [t.question for t in plain]
         assert not any(t.props.get("rewritten") for t in tasks)
+
+
+def test_overlapped_rollouts_match_lock_step_and_keep_the_engine_busy(vllm_engine, sqlite_url):
+    """`SolverConfig.overlap_turns` drives each rollout apart: the same turns, seeds, budgets and
+    endings as one batched call per turn, with several rollouts' turns in flight at once."""
+    import asyncio
+    from dataclasses import replace
+
+    from selfplay.graph_tools import default_registry
+    from selfplay.proposer import Proposer
+    from selfplay.solver import EnginePolicy, Solver
+
+    with kag.open(sqlite_url) as g:
+        write_world(g, *generate_world(seed=2, size=120))
+        tasks = Proposer(g).propose(3, hops=2, seed=0).tasks
+        tools = default_registry(g, sandbox=None)
+        config = SolverConfig(max_turns=3, max_new_tokens=16, max_context_tokens=2048, seed=5)
+        policy = EnginePolicy(vllm_engine, temperature=1.0, continue_tokens=True, logprobs=True)
+        assert policy.overlaps
+
+        in_flight, most = [0], [0]
+        agenerate = vllm_engine.agenerate
+
+        async def counted(prompts, *, sampling):
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            try:
+                await asyncio.sleep(0)
+                return await agenerate(prompts, sampling=sampling)
+            finally:
+                in_flight[0] -= 1
+
+        lock_step = Solver(policy, tools, config=config).solve(tasks, run_id="ls", samples=2)
+        vllm_engine.agenerate = counted
+        finished: list[str] = []
+        try:
+            overlapped = Solver(policy, tools, config=replace(config, overlap_turns=True)).solve(
+                tasks,
+                run_id="ls",
+                samples=2,
+                on_finished=lambda rs: finished.extend(r.id for r in rs),
+            )
+        finally:
+            del vllm_engine.agenerate
+    assert most[0] > 1  # turns of different rollouts shared the engine's batch
+    assert sorted(finished) == sorted(r.id for r in overlapped)  # each reported once
+    assert [r.id for r in overlapped] == [r.id for r in lock_step]
+    for a, b in zip(lock_step, overlapped, strict=True):
+        assert (a.status, a.n_turns, a.n_generated) == (b.status, b.n_turns, b.n_generated)
+        assert a.sampled_token_ids == b.sampled_token_ids
+        assert a.messages == b.messages

@@ -360,6 +360,27 @@ def test_step_checks_judge_validity_information_and_path():
     assert steps[6].passed is False
 
 
+def test_a_search_is_on_a_path_when_it_finds_an_entity_on_one():
+    """A misspelt name finds the wrong entity: that search step fails `on_path`, so the process
+    advantage blames the turn that made the mistake, not the correct calls after it."""
+    found = [
+        {"role": "user", "content": TASK.question},
+        call(0, "search_entities", {"query": "Ada Lovelace"}),
+        result(0, {"query": "Ada Lovelace", "results": [{"id": "ada", "name": "Ada"}]}),
+        call(1, "search_entities", {"query": "Ada Lovelock"}),
+        result(1, {"query": "Ada Lovelock", "results": [{"id": "bob", "name": "Ada Lovelock"}]}),
+        call(2, "search_entities", {"query": "Nobody"}),
+        result(2, {"query": "Nobody", "results": []}),
+    ]
+    steps = ToolStepCheck().verify_steps(TASK, found, VerifyContext(registry=REGISTRY))
+    assert steps[2].checks["on_path"] is True and steps[2].score == 1.0
+    assert steps[4].checks["on_path"] is False
+    assert steps[4].score == pytest.approx(2 / 3)
+    assert "none on a path to an answer" in steps[4].detail
+    # a search that finds nothing is uninformative, and names no entity to place on a path
+    assert steps[6].checks["on_path"] is None
+
+
 def test_answer_paths_follow_every_chain_that_still_reaches_an_answer(graph):
     graph.upsert_entities([{"id": i, "name": i} for i in ("ada", "lon", "bath", "uk", "fr")])
     graph.upsert_relations(

@@ -63,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-context-tokens", type=int, default=4096)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument(
+        "--overlap-turns",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="send each rollout's next turn to the engine as soon as its tools have run, "
+        "instead of one batched call per turn; pays when tools are slow (default: off: on "
+        "2 CPU cores with the graph tools, benchmarks/grpo.py measures it slower)",
+    )
+    parser.add_argument(
         "--kv-cache-gib", type=float, default=1.0, help="vLLM KV cache in GiB (default: 1.0)"
     )
     parser.add_argument(
@@ -267,6 +275,7 @@ def main(argv: list[str]) -> int:
         max_context_tokens=args.max_context_tokens,
         temperature=args.temperature,
         seed=args.seed,
+        overlap_turns=args.overlap_turns,
     )
     task_ids = read_prompt_ids(args.data, split=args.split)
     with kag.open(args.graph) as graph:
