@@ -229,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
                 turn_penalty=args.turn_penalty,
                 repetition_penalty=args.repetition_penalty,
             ),
-            step=GRPOStepConfig(learning_rate=args.lr, loss=GRPOLossConfig(kl_coef=args.kl_coef)),
+            step=GRPOStepConfig(
+                learning_rate=args.lr,
+                temperature=args.temperature,
+                loss=GRPOLossConfig(kl_coef=args.kl_coef),
+            ),
         ),
     )
     solver_config = SolverConfig(
@@ -244,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     engine_config = VLLMEngineConfig(
         max_model_len=max(args.max_context_tokens, 256),
         kv_cache_gib=args.kv_cache_gib,
+        logprobs_mode="processed_logprobs",
         engine_kwargs={
             "enable_chunked_prefill": False,
             "max_num_batched_tokens": max(args.max_context_tokens, 16384),

@@ -274,3 +274,33 @@ def test_micro_batches_give_the_update_of_one_pass_over_the_batch(tiny_model_dir
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(before, after, strict=True))
     start = AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters()
     assert any(not torch.allclose(a, b) for a, b in zip(before, start, strict=True))  # it trained
+
+
+@pytest.mark.vllm
+def test_at_a_sampling_temperature_the_trainer_scores_what_the_engine_sampled_from(
+    tiny_model_dir: Path,
+):
+    """`--temperature 0.5`: the engine's log-probs after temperature (`processed_logprobs`, as
+    `kag train grpo` configures it) are the trainer's `token_logprobs(..., temperature=0.5)`,
+    not the untempered ones, so ratios and importance weights start at 1."""
+    from transformers import AutoModelForCausalLM
+
+    from selfplay.engines.vllm import VLLMEngine, VLLMEngineConfig
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    config = VLLMEngineConfig(
+        max_model_len=512, kv_cache_gib=0.25, logprobs_mode="processed_logprobs"
+    )
+    with VLLMEngine(tiny_model_dir, config=config) as engine:
+        prompt = engine.tokenizer.encode("The film was directed by")
+        sampling = SamplingConfig(temperature=0.5, max_tokens=12, n=3, seed=1, logprobs=True)
+        [completions] = engine.generate([prompt], sampling=sampling)
+    for c in completions:
+        ids = torch.tensor([prompt + c.token_ids])
+        attn = torch.ones_like(ids, dtype=torch.bool)
+        with torch.no_grad():
+            tempered = token_logprobs(model, ids, attn, temperature=0.5).logp[0, len(prompt) :]
+            plain = token_logprobs(model, ids, attn).logp[0, len(prompt) :]
+        engine_logp = torch.tensor(c.logprobs)
+        assert (tempered - engine_logp).abs().max().item() < 1e-3
+        assert (plain - engine_logp).abs().max().item() > 1e-2

@@ -57,6 +57,11 @@ class GRPOStepConfig:
     loss: GRPOLossConfig = field(default_factory=GRPOLossConfig)
     #: AdamW learning rate; 1e-6 as verl's GRPO examples and TRL's `GRPOConfig`
     learning_rate: float = 1e-6
+    #: the temperature the rollouts were sampled at: log-probs, ratios, KL and entropy are those
+    #: of the distribution sampled from (logits / temperature), as verl's actor and TRL's
+    #: `GRPOTrainer` compute them. Give the engine's log-probs after temperature too (vLLM's
+    #: `logprobs_mode="processed_logprobs"`), or every ratio to the engine is off
+    temperature: float = 1.0
     #: gradient-norm clip; 1.0 as verl's `grad_clip` and TRL's `max_grad_norm`
     max_grad_norm: float = 1.0
     #: AdamW weight decay; 0.01 as verl's actor optimizer (TRL: 0.0)
@@ -71,6 +76,11 @@ class GRPOStepConfig:
     def __post_init__(self) -> None:
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not self.temperature > 0:
+            raise ValueError(
+                f"temperature must be positive, got {self.temperature} (greedy rollouts have "
+                "no spread to learn from: sample them)"
+            )
         if self.micro_batch_rows is not None and self.micro_batch_rows < 1:
             raise ValueError(f"micro_batch_rows must be >= 1 or None, got {self.micro_batch_rows}")
         if not self.max_grad_norm > 0:
@@ -97,12 +107,18 @@ class TokenLogprobs:
 
 
 def token_logprobs(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, with_entropy: bool = True
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    with_entropy: bool = True,
+    temperature: float = 1.0,
 ) -> TokenLogprobs:
     """Per-token log-probabilities of `input_ids` under `model`, aligned with the ids.
 
     Shifting happens here once: position t is scored by the logits at t - 1, so a loss mask over
-    the ids (assistant tokens) applies to the result as is.
+    the ids (assistant tokens) applies to the result as is. With `temperature` the log-probs
+    and entropies are those of softmax(logits / temperature), the distribution sampled from.
 
     >>> lp = token_logprobs(model, batch.input_ids, batch.attention_mask)  # doctest: +SKIP
     >>> lp.logp.shape == batch.input_ids.shape                            # doctest: +SKIP
@@ -112,6 +128,8 @@ def token_logprobs(
     extra = {"output_router_logits": True} if is_moe else {}
     out = model(input_ids=input_ids, attention_mask=attention_mask.long(), **extra)
     logits = out.logits[:, :-1].float()
+    if temperature != 1.0:
+        logits = logits / temperature
     targets = input_ids[:, 1:, None]
     if with_entropy:
         log_probs = torch.log_softmax(logits, dim=-1)
@@ -179,11 +197,13 @@ def grpo_step(
         ref_logp = None
         if ref_model is not None and loss_config.kl_coef > 0:
             with torch.no_grad():
-                ref_logp = token_logprobs(ref_model, ids, attn, with_entropy=False).logp
+                ref_logp = token_logprobs(
+                    ref_model, ids, attn, with_entropy=False, temperature=config.temperature
+                ).logp
         ref_seconds += time.perf_counter() - started
 
         started = time.perf_counter()
-        current = token_logprobs(model, ids, attn)
+        current = token_logprobs(model, ids, attn, temperature=config.temperature)
         old = current.logp.detach() if old_logp is None else old_logp[chunk, cols]
         # where the engine's log-prob is unknown, no correction: weight exp(0) = 1
         known = batch.rollout_known[chunk, cols]

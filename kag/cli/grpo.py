@@ -61,7 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-turns", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=256, help="new tokens per turn")
     parser.add_argument("--max-context-tokens", type=int, default=4096)
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="rollout sampling temperature; the loss scores the same distribution (logits / T), "
+        "so a --base-url server must run with --logprobs-mode processed_logprobs unless it is 1",
+    )
     parser.add_argument(
         "--overlap-turns",
         action=argparse.BooleanOptionalAction,
@@ -128,6 +134,8 @@ def _engine(args: argparse.Namespace) -> tuple[Any, Any]:
             config=VLLMEngineConfig(
                 max_model_len=max_len,
                 kv_cache_gib=args.kv_cache_gib,
+                # the sampled tokens' log-probs after temperature, as the trainer computes them
+                logprobs_mode="processed_logprobs",
                 engine_kwargs={
                     "enable_chunked_prefill": False,
                     "max_num_batched_tokens": batched,
@@ -160,7 +168,13 @@ def _engine(args: argparse.Namespace) -> tuple[Any, Any]:
             kv_cache_gib=args.kv_cache_gib,
             weight_sync=True,
             tool_call_parser=None,  # the policy sends token ids; tool calls are parsed here
-            extra_args=("--no-enable-chunked-prefill", "--max-num-batched-tokens", str(batched)),
+            extra_args=(
+                "--no-enable-chunked-prefill",
+                "--max-num-batched-tokens",
+                str(batched),
+                "--logprobs-mode",
+                "processed_logprobs",
+            ),
         ),
     ).start()
     return server.engine(), server
@@ -264,6 +278,7 @@ def main(argv: list[str]) -> int:
             ),
             step=GRPOStepConfig(
                 learning_rate=args.lr,
+                temperature=args.temperature,
                 loss=GRPOLossConfig(kl_coef=args.kl_coef),
                 micro_batch_rows=args.micro_batch_rows,
             ),
