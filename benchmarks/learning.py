@@ -33,8 +33,8 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
-#: the Run the held-out tasks are PRODUCED_BY: `kag eval --tasks run:heldout --graph sqlite:///WORKDIR/kag.db`
-#: evaluates a later model (e.g. a GRPO teacher) on exactly the tasks of the curve
+#: the Run the held-out tasks are PRODUCED_BY: `kag eval --tasks run:heldout --graph
+#: sqlite:///WORKDIR/kag.db` evaluates a later model (a GRPO teacher) on the curve's tasks
 HELDOUT_RUN = "heldout"
 
 
@@ -48,12 +48,12 @@ def _kag(argv: list[str]) -> None:
 
 def _heldout_tasks(graph_url: str, n: int, seed: int) -> list:
     from kag.schema import Run
-    from kag.stores import GraphBatch, open_store
+    from kag.stores import open_store
     from selfplay.config import SelfPlayConfig
     from selfplay.generation import build_tools
     from selfplay.proposer import Proposer, ProposerConfig
     from selfplay.scoring import Scorer
-    from selfplay.writeback import write_tasks
+    from selfplay.writeback import task_batch
 
     store = open_store(graph_url)
     try:
@@ -61,22 +61,17 @@ def _heldout_tasks(graph_url: str, n: int, seed: int) -> list:
         scorer.persist(store)
         proposer = Proposer(store, config=ProposerConfig(verifiers=tuple(scorer.verifier_ids)))
         tasks = proposer.propose(n, hops=2, seed=seed).tasks
-        # a Run of their own, so later stages can name them: `kag eval --tasks run:heldout`
+        # the tasks and a Run of their own in one transaction, so later stages can name them
         now = datetime.now(UTC).isoformat()
-        counts = {"tasks": len(tasks), "seed": seed}
-        store.write(
-            GraphBatch().add(
-                Run(
-                    id=HELDOUT_RUN,
-                    kind="heldout",
-                    status="completed",
-                    started_at=now,
-                    finished_at=now,
-                    counters=counts,
-                )
-            )
+        run = Run(
+            id=HELDOUT_RUN,
+            kind="heldout",
+            status="completed",
+            started_at=now,
+            finished_at=now,
+            counters={"tasks": len(tasks), "seed": seed},
         )
-        write_tasks(store, tasks, run_id=HELDOUT_RUN)
+        store.write(task_batch(tasks, run_id=HELDOUT_RUN).add(run))
     finally:
         store.close()
     if len(tasks) < n:

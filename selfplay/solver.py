@@ -480,7 +480,6 @@ class Solver:
                 asyncio.get_running_loop()
             except RuntimeError:  # no loop in this thread: ours can run
                 return self._run_overlapped(rollouts, on_finished=on_finished, on_turn=on_turn)
-        cfg = self.config
         active = [r for r in rollouts]
         final: set[str] = set()
         while active:
@@ -503,14 +502,13 @@ class Solver:
             for request, action in zip(requests, actions, strict=True):
                 r = request.rollout
                 new_tokens += action.n_tokens
-                if self.apply(r, action, final=request.final):
+                next_final = self._advance(r, action, final=request.final)
+                if next_final is None:
                     ended.append(r)
-                elif r.n_turns >= cfg.budget_for(r.task).max_turns and r.id not in final:
-                    final.add(r.id)
-                    r.add(chat_message("user", ANSWER_NOW))
-                    still.append(r)
                 else:
                     still.append(r)
+                    if next_final:
+                        final.add(r.id)
             active = still
             if on_turn is not None:
                 on_turn(len(active), new_tokens)
@@ -536,6 +534,16 @@ class Solver:
             final=final,
         )
 
+    def _advance(self, r: Rollout, action: Action, *, final: bool) -> bool | None:
+        """Apply the turn's `action`: None when the rollout ended, else whether its next turn is
+        the final one (the answer-now message is added when its turn budget is spent)."""
+        if self.apply(r, action, final=final):
+            return None
+        if not final and r.n_turns >= self.config.budget_for(r.task).max_turns:
+            r.add(chat_message("user", ANSWER_NOW))
+            return True
+        return final
+
     def _ended(self, rollouts: list[Rollout]) -> None:
         forget = getattr(self.policy, "forget", None)
         if forget is not None:
@@ -557,7 +565,6 @@ class Solver:
         the rest at the end), so graph writes stay batched; `on_turn(active, new_tokens)` follows
         every single turn.
         """
-        cfg = self.config
         pending: list[Rollout] = []
         chunk = max(1, len(rollouts) // 8)
         active = len(rollouts)
@@ -588,11 +595,10 @@ class Solver:
                     )
                 if on_turn is not None:
                     on_turn(active, actions[0].n_tokens)
-                if self.apply(r, actions[0], final=final):
+                next_final = self._advance(r, actions[0], final=final)
+                if next_final is None:
                     break
-                if r.n_turns >= cfg.budget_for(r.task).max_turns and not final:
-                    final = True
-                    r.add(chat_message("user", ANSWER_NOW))
+                final = next_final
             finish(r)
 
         async def drive_all() -> None:
