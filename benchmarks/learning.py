@@ -140,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heads", type=int, default=defaults.num_attention_heads)
     parser.add_argument("--experts", type=int, default=defaults.num_experts)
     parser.add_argument("--moe-intermediate-size", type=int, default=defaults.moe_intermediate_size)
-    parser.add_argument("--vocab-size", type=int, default=defaults.vocab_size)
+    # 1,024 pieces, not TinyModelConfig's 4,096: at 4,096 every name of this world is one token and
+    # the SFT model recalls names instead of copying them (measured, seed 0: 15/32 greedy held-out
+    # and pass@16 at T=1 also 15/32, so no failure is within reach of RL); at 1,024 names are 2-4
+    # common pieces: 17/32 greedy, pass@16 21/32; at 512: 14/32, pass@16 16/32
+    parser.add_argument("--vocab-size", type=int, default=1024)
     parser.add_argument("--no-graph-tokenizer", action="store_true")
     parser.add_argument("--whole-word-names", action="store_true")
     parser.add_argument("--max-turns", type=int, default=6)

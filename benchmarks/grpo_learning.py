@@ -1,0 +1,157 @@
+"""Does GRPO make a better agent than the SFT checkpoint it starts from? Greedy held-out accept rate.
+
+Stage two of the recipe on the tiny setup, from the workdir `benchmarks/learning.py` leaves (its
+world, its held-out tasks under Run `heldout`, its oracle demonstrations under Run
+`oracle-demos` and its SFT model), every stage a `kag` command a user would run:
+
+1. `kag eval --tasks run:heldout`: the SFT model greedily on the held-out tasks (before), plus
+   `--samples` sampled trajectories per task, whose pass@k says how many of the failures lie in
+   the model's own sampling support (RL sharpens what the model can sample, it rarely adds more);
+2. `kag eval --tasks run:oracle-demos`: the SFT model greedily on its own training tasks, which
+   are disjoint from the held-out ones by construction;
+3. `kag export rl --include-eval --verdict rejected`: the training tasks it fails, as prompts;
+4. `kag train grpo` on those prompts (K rollouts each through the solver, tools and verifiers on
+   the in-process vLLM engine, weights synced in place after every step);
+5. `kag eval --tasks run:heldout` with the GRPO model (after): the same tasks, engine and turns.
+
+Prints `RESULT {"metric": "grpo_heldout_gain_points", ...}`: after minus before, in points, with
+the SFT model's rate as the baseline. The issue's bar is +10 points.
+
+    python benchmarks/learning.py --workdir W
+    python benchmarks/grpo_learning.py --workdir W [--steps 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+#: held-out tasks and training demonstrations as benchmarks/learning.py names them
+HELDOUT_RUN = "heldout"
+DEMOS_RUN = "oracle-demos"
+
+
+def _kag(argv: list[str], *, json_out: bool = False) -> dict | None:
+    """One `kag` command in a process of its own (each vLLM engine's memory goes with it)."""
+    cmd = [sys.executable, "-c", "from kag.cli import main; raise SystemExit(main())", *argv]
+    if json_out:
+        cmd.append("--json")
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE if json_out else None, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"grpo_learning: `kag {' '.join(argv)}` failed ({proc.returncode})")
+    print(
+        f"grpo_learning: kag {argv[0]} {argv[1]} ... {time.perf_counter() - start:.0f} s",
+        file=sys.stderr,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1]) if json_out else None
+
+
+def _heldout(graph: list[str], model: Path, run_id: str, args: argparse.Namespace) -> dict:
+    report = _kag(
+        ["eval", *graph, "--model", str(model), "--tasks", f"run:{HELDOUT_RUN}"]
+        + ["--samples", str(args.eval_samples), "--temperature", str(args.eval_temperature)]
+        + ["--max-turns", str(args.max_turns), "--run-id", run_id, "--no-progress"],
+        json_out=True,
+    )
+    assert report is not None
+    return {
+        "greedy_accepted": report["greedy_accepted"],
+        "tasks": report["tasks"],
+        "greedy_accept_rate": report["greedy_accepted"] / report["tasks"],
+        f"pass@{args.eval_samples}": report["pass_at_k"][str(args.eval_samples)],
+        "sampled_accept_rate": report["pass_at_k"]["1"],
+        "malformed_rate": report["malformed_rate"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, required=True, help="benchmarks/learning.py's")
+    parser.add_argument("--model", type=Path, default=None, help="default: WORKDIR/sft-run/model")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--samples", type=int, default=8, help="rollouts per prompt")
+    parser.add_argument("--groups-per-step", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--kl-coef", type=float, default=0.0)
+    parser.add_argument("--temperature", type=float, default=1.0, help="of the GRPO rollouts")
+    parser.add_argument("--max-turns", type=int, default=6)
+    parser.add_argument("--eval-samples", type=int, default=16, help="k of the held-out pass@k")
+    parser.add_argument("--eval-temperature", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="teacher", help="prefix of this run's ids and dirs")
+    args = parser.parse_args(argv)
+
+    work = args.workdir.resolve()
+    model = (args.model or work / "sft-run" / "model").resolve()
+    if not (work / "kag.db").exists() or not (model / "config.json").exists():
+        raise SystemExit(
+            f"grpo_learning: {work} has no kag.db or {model} no model: run "
+            f"`python benchmarks/learning.py --workdir {work}` first"
+        )
+    graph = ["--graph", f"sqlite:///{work / 'kag.db'}"]
+    name, t0 = args.name, time.perf_counter()
+
+    before = _heldout(graph, model, f"{name}-before", args)
+    probe = _kag(
+        ["eval", *graph, "--model", str(model), "--tasks", f"run:{DEMOS_RUN}"]
+        + ["--max-turns", str(args.max_turns), "--run-id", f"{name}-probe", "--no-progress"],
+        json_out=True,
+    )
+    assert probe is not None
+    rl_dir = work / f"{name}-rl"
+    _kag(
+        ["export", "rl", str(rl_dir), "--overwrite", *graph, "--run", f"{name}-probe"]
+        + ["--include-eval", "--verdict", "rejected", "--splits", "train=1.0"]
+    )
+    out = work / f"{name}-grpo"
+    grpo = _kag(
+        ["train", "grpo", *graph, "--data", str(rl_dir), "--model", str(model), "--out", str(out)]
+        + ["--steps", str(args.steps), "--samples", str(args.samples)]
+        + ["--groups-per-step", str(args.groups_per_step), "--lr", str(args.lr)]
+        + ["--kl-coef", str(args.kl_coef), "--temperature", str(args.temperature)]
+        + ["--max-turns", str(args.max_turns), "--seed", str(args.seed), "--name", name],
+        json_out=True,
+    )
+    assert grpo is not None
+    after = _heldout(graph, out / "model", f"{name}-after", args)
+    gain = 100 * (after["greedy_accept_rate"] - before["greedy_accept_rate"])
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "metric": "grpo_heldout_gain_points",
+                "value": round(gain, 1),
+                "unit": "points of greedy held-out accept rate, GRPO model minus its SFT start",
+                "baseline": "the SFT model GRPO starts from, same held-out tasks, engine, turns",
+                "baseline_value": before["greedy_accept_rate"],
+                "ratio": after["greedy_accept_rate"] / before["greedy_accept_rate"]
+                if before["greedy_accept_rate"]
+                else None,
+                "before": before,
+                "after": after,
+                "probe_train_accept_rate": probe["accept_rate"],
+                "rl_prompts": probe["tasks"] - probe["greedy_accepted"],
+                "grpo": {
+                    "steps": args.steps,
+                    "samples": args.samples,
+                    "groups_per_step": args.groups_per_step,
+                    "lr": args.lr,
+                    "kl_coef": args.kl_coef,
+                    "temperature": args.temperature,
+                    "max_turns": args.max_turns,
+                    "summary": grpo,
+                },
+                "wall_s": round(time.perf_counter() - t0, 1),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
