@@ -35,11 +35,14 @@ HELDOUT_RUN = "heldout"
 DEMOS_RUN = "oracle-demos"
 
 
-def _kag(argv: list[str], *, json_out: bool = False) -> dict | None:
-    """One `kag` command in a process of its own (each vLLM engine's memory goes with it)."""
+def _kag(argv: list[str], *, json_out: bool = False) -> dict:
+    """One `kag` command in a process of its own (each vLLM engine's memory goes with it).
+
+    With `json_out`, the command runs with `--json` and its report (the last stdout line) is
+    returned; otherwise an empty dict.
+    """
     cmd = [sys.executable, "-c", "from kag.cli import main; raise SystemExit(main())", *argv]
-    if json_out:
-        cmd.append("--json")
+    cmd += ["--json"] if json_out else []
     start = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE if json_out else None, text=True)
     if proc.returncode != 0:
@@ -48,7 +51,12 @@ def _kag(argv: list[str], *, json_out: bool = False) -> dict | None:
         f"grpo_learning: kag {argv[0]} {argv[1]} ... {time.perf_counter() - start:.0f} s",
         file=sys.stderr,
     )
-    return json.loads(proc.stdout.strip().splitlines()[-1]) if json_out else None
+    if not json_out:
+        return {}
+    lines = proc.stdout.strip().splitlines()
+    if not lines:
+        raise SystemExit(f"grpo_learning: `kag {' '.join(argv)} --json` printed no report")
+    return json.loads(lines[-1])
 
 
 def _heldout(graph: list[str], model: Path, run_id: str, args: argparse.Namespace) -> dict:
@@ -58,7 +66,6 @@ def _heldout(graph: list[str], model: Path, run_id: str, args: argparse.Namespac
         + ["--max-turns", str(args.max_turns), "--run-id", run_id, "--no-progress"],
         json_out=True,
     )
-    assert report is not None
     return {
         "greedy_accepted": report["greedy_accepted"],
         "tasks": report["tasks"],
@@ -102,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
         + ["--max-turns", str(args.max_turns), "--run-id", f"{name}-probe", "--no-progress"],
         json_out=True,
     )
-    assert probe is not None
     rl_dir = work / f"{name}-rl"
     _kag(
         ["export", "rl", str(rl_dir), "--overwrite", *graph, "--run", f"{name}-probe"]
@@ -117,7 +123,6 @@ def main(argv: list[str] | None = None) -> int:
         + ["--max-turns", str(args.max_turns), "--seed", str(args.seed), "--name", name],
         json_out=True,
     )
-    assert grpo is not None
     after = _heldout(graph, out / "model", f"{name}-after", args)
     gain = 100 * (after["greedy_accept_rate"] - before["greedy_accept_rate"])
     print(
