@@ -66,7 +66,9 @@ def check_completions(
         for c in completions:
             assert 1 <= len(c.token_ids) <= max_tokens
             assert c.finish_reason in ("stop", "length")
-            assert c.text == tokenizer.decode(c.token_ids, skip_special_tokens=True)
+            decoded = tokenizer.decode(c.token_ids, skip_special_tokens=True)
+            # vLLM leaves out a trailing partial UTF-8 character (see `Completion`)
+            assert c.text == decoded or c.text == decoded.rstrip("\ufffd")
             if logprobs:
                 assert c.logprobs is not None and len(c.logprobs) == len(c.token_ids)
                 assert all(math.isfinite(x) and x <= 0 for x in c.logprobs)
@@ -255,7 +257,7 @@ def test_openai_engine_async_raw_generation_and_context_overflow(openai_engine) 
     async def run():
         raw = openai_engine.agenerate(
             ["Alice directed the", [1, 85, 91]],
-            sampling=SamplingConfig(max_tokens=5, logprobs=True),
+            sampling=SamplingConfig(max_tokens=5, logprobs=True, seed=11),
         )
         huge = openai_engine.achat(
             [question("word " * 3000)], sampling=SamplingConfig(max_tokens=4)

@@ -124,6 +124,10 @@ class Completion:
     DESIGN section 4 tool-call dicts when the server parsed them (then `text` is the content without
     the calls), and None when the engine returns the raw text for `selfplay.parsing` to read.
     `finish_reason` is "stop", "length" or `CONTEXT_LENGTH` (prompt too long, nothing generated).
+    `text` is vLLM's detokenization of `token_ids`: when the last tokens end inside a multi-byte
+    UTF-8 character (a sample cut by `max_tokens`), vLLM leaves that partial character out, where
+    `tokenizer.decode(token_ids)` would end in U+FFFD. Train on `token_ids`, never on re-encoded
+    text.
     """
 
     text: str
