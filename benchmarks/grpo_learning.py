@@ -9,7 +9,9 @@ world, its held-out tasks under Run `heldout`, its oracle demonstrations under R
    the model's own sampling support (RL sharpens what the model can sample, it rarely adds more);
 2. `kag eval --tasks run:oracle-demos`: the SFT model greedily on its own training tasks, which
    are disjoint from the held-out ones by construction;
-3. `kag export rl --include-eval --verdict rejected`: the training tasks it fails, as prompts;
+3. `kag export rl --include-eval --verdict rejected`: the training tasks it fails, as prompts
+   (`--prompts all`: every training task; dynamic sampling then drops the groups it always
+   solves);
 4. `kag train grpo` on those prompts (K rollouts each through the solver, tools and verifiers on
    the in-process vLLM engine, weights synced in place after every step);
 5. `kag eval --tasks run:heldout` with the GRPO model (after): the same tasks, engine and turns.
@@ -89,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-turns", type=int, default=6)
     parser.add_argument("--eval-samples", type=int, default=16, help="k of the held-out pass@k")
     parser.add_argument("--eval-temperature", type=float, default=1.0)
+    parser.add_argument(
+        "--prompts",
+        choices=("failed", "all"),
+        default="failed",
+        help="training tasks as GRPO prompts: those the SFT model fails greedily, or all",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="teacher", help="prefix of this run's ids and dirs")
     args = parser.parse_args(argv)
@@ -112,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     rl_dir = work / f"{name}-rl"
     _kag(
         ["export", "rl", str(rl_dir), "--overwrite", *graph, "--run", f"{name}-probe"]
-        + ["--include-eval", "--verdict", "rejected", "--splits", "train=1.0"]
+        + ["--include-eval", "--verdict", "rejected" if args.prompts == "failed" else "any"]
+        + ["--splits", "train=1.0"]
     )
     out = work / f"{name}-grpo"
     grpo = _kag(
@@ -140,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
                 "before": before,
                 "after": after,
                 "probe_train_accept_rate": probe["accept_rate"],
-                "rl_prompts": probe["tasks"] - probe["greedy_accepted"],
+                "rl_prompts": probe["tasks"] - probe["greedy_accepted"]
+                if args.prompts == "failed"
+                else probe["tasks"],
                 "grpo": {
+                    "prompts": args.prompts,
                     "steps": args.steps,
                     "samples": args.samples,
                     "groups_per_step": args.groups_per_step,

@@ -163,8 +163,9 @@ def grpo_step(
     """One optimizer step of GRPO on `batch`; returns the loss metrics plus `grad_norm`,
     `reward_mean`, `reward_std` and seconds per phase (`time_ref_s`, `time_train_s`).
 
-    The batch goes through the model `config.micro_batch_rows` rollouts at a time, gradients
-    accumulating, then one optimizer step: the same update as one pass over the whole batch.
+    The batch goes through the model `config.micro_batch_rows` rollouts at a time, longest
+    first, gradients accumulating, then one optimizer step: the same update as one pass over the
+    whole batch.
     The loss metrics are those micro-batches' token-weighted means (`loss` is the whole
     batch's, `n_tokens` the sum). `old_logp` defaults to the model's own log-probs before the
     step (one step per batch). `ref_model` is needed when `config.loss.kl_coef` > 0 and is never
@@ -175,7 +176,10 @@ def grpo_step(
         raise ValueError("kl_coef > 0 needs ref_model (the frozen reference policy)")
     rows = batch.n_rollouts
     size = config.micro_batch_rows or rows
-    chunks = [slice(a, min(a + size, rows)) for a in range(0, rows, size)]
+    # longest rows first and together: each micro-batch pads only to rows of its own length (as
+    # verl balances micro-batches by sequence length), and the peak memory comes at the start
+    order = torch.argsort(batch.attention_mask.sum(dim=-1), descending=True, stable=True)
+    chunks = [order[a : a + size] for a in range(0, rows, size)]
     # each micro-batch's share of the batch's aggregate: trained tokens, or sequences
     per_row = batch.loss_mask.sum(dim=-1)
     if loss_config.aggregation == "sequence-mean":
