@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         + ["--include-eval", "--verdict", "rejected" if args.prompts == "failed" else "any"]
         + ["--splits", "train=1.0"]
     )
+    # what the export wrote (its filters drop more than the probe's failures alone say)
+    rl_prompts = json.loads((rl_dir / "manifest.json").read_text())["counts"]["rows"]
     out = work / f"{name}-grpo"
     grpo = _kag(
         ["train", "grpo", *graph, "--data", str(rl_dir), "--model", str(model), "--out", str(out)]
@@ -150,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 "before": before,
                 "after": after,
                 "probe_train_accept_rate": probe["accept_rate"],
-                "rl_prompts": probe["tasks"] - probe["greedy_accepted"]
-                if args.prompts == "failed"
-                else probe["tasks"],
+                "rl_prompts": rl_prompts,
                 "grpo": {
                     "prompts": args.prompts,
                     "steps": args.steps,
