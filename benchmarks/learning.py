@@ -5,12 +5,16 @@ The whole path a user takes, on the embedded default, in one process:
 1. a synthetic world (`kag generate world`) and held-out 2-hop tasks proposed from it first, so the
    training proposer (which skips walks that are already tasks) never trains on them; they are
    the tasks of Run `heldout`, so `kag eval --tasks run:heldout` measures a later model on them;
-2. oracle demonstrations of other 2-hop tasks (`kag selfplay run --engine oracle`), exported as an
-   SFT dataset (`kag export sft`);
+   `--family tool_use` makes them graph-edit tasks of `--hops` edits instead (proposed by an
+   oracle self-play run of that id: the proposer skips tasks already in the graph);
+2. oracle demonstrations of other tasks of the family (`kag selfplay run --engine oracle`),
+   exported as an SFT dataset (`kag export sft --run oracle-demos`);
 3. the tiny Qwen3-MoE with a tokenizer trained on the world's text (`kag model tiny --graph`);
 4. SFT (`trainer.sft`), saving the model every few steps;
 5. the untrained model and every saved model on the same held-out tasks through the real vLLM
-   engine and the self-play solver, tools and verifiers, greedily (temperature 0).
+   engine and the self-play solver, tools and verifiers, greedily (temperature 0); tool_use
+   through `selfplay.evaluation.evaluate` (what `kag eval` runs), which gives each graph-edit
+   trajectory its own scratch copy of the task's subgraph.
 
 Prints the learning curve and `RESULT {"metric": "sft_heldout_accept_rate", ...}` with the
 untrained model's rate as the baseline. `--quick` runs a small version (minutes, not the figure).
@@ -46,7 +50,7 @@ def _kag(argv: list[str]) -> None:
         raise SystemExit(f"learning: `kag {' '.join(argv)}` failed with exit code {rc}")
 
 
-def _heldout_tasks(graph_url: str, n: int, seed: int) -> list:
+def _heldout_tasks(graph_url: str, n: int, *, hops: int, seed: int) -> list:
     from kag.schema import Run
     from kag.stores import open_store
     from selfplay.config import SelfPlayConfig
@@ -60,7 +64,7 @@ def _heldout_tasks(graph_url: str, n: int, seed: int) -> list:
         scorer = Scorer(build_tools(store, SelfPlayConfig(engine="oracle")))
         scorer.persist(store)
         proposer = Proposer(store, config=ProposerConfig(verifiers=tuple(scorer.verifier_ids)))
-        tasks = proposer.propose(n, hops=2, seed=seed).tasks
+        tasks = proposer.propose(n, hops=hops, seed=seed).tasks
         # the tasks and a Run of their own in one transaction, so later stages can name them
         now = datetime.now(UTC).isoformat()
         run = Run(
@@ -121,6 +125,32 @@ def _accept_rate(graph_url: str, model_dir: Path, tasks: list, *, max_turns: int
     }
 
 
+def _eval_accept_rate(graph_url: str, model_dir: Path, step: int, *, max_turns: int) -> dict:
+    """Greedy `kag eval` of the held-out Run's tasks with the model on vLLM (any family)."""
+    from selfplay.evaluation import EvalConfig, evaluate
+
+    config = EvalConfig(
+        model=str(model_dir),
+        dtype="float32",
+        tasks=f"run:{HELDOUT_RUN}",
+        max_turns=max_turns,
+        max_context_tokens=4096,
+        run_id=f"learning-step-{step}",
+        progress=False,
+    )
+    report = evaluate(graph_url, config=config)
+    overall = report.overall
+    return {
+        "accepted": overall.greedy_accepted,
+        "tasks": overall.tasks,
+        "accept_rate": overall.accept_rate,
+        "tool_calls": overall.tool_calls,
+        "malformed": overall.malformed_calls,
+        "eval_s": round(report.wall_s, 1),
+        "example": [],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     from trainer.models import TinyModelConfig
 
@@ -148,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-graph-tokenizer", action="store_true")
     parser.add_argument("--whole-word-names", action="store_true")
     parser.add_argument("--max-turns", type=int, default=6)
+    parser.add_argument(
+        "--family",
+        choices=("search", "tool_use"),
+        default="search",
+        help="search: 2-hop questions (default); tool_use: graph-edit tasks of --hops edits",
+    )
+    parser.add_argument("--hops", type=int, default=2, help="hops (search) or edits (tool_use)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a small run (not the figure)")
     args = parser.parse_args(argv)
@@ -162,13 +199,21 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     _kag(["db", "upgrade", *g])
     _kag(["generate", "world", "--seed", seed, "--size", str(args.world_size), *g])
-    heldout = _heldout_tasks(graph, args.heldout, seed=10_000 + args.seed)
+    hops, family = str(args.hops), ["--family", args.family]
+    if args.family == "search":
+        heldout = _heldout_tasks(graph, args.heldout, hops=args.hops, seed=10_000 + args.seed)
+    else:
+        _kag(
+            ["selfplay", "run", "--engine", "oracle", *family, "--tasks", str(args.heldout)]
+            + ["--hops", hops, "--run-id", HELDOUT_RUN, "--seed", str(10_000 + args.seed)]
+            + ["--no-progress", *g]
+        )
     _kag(
-        ["selfplay", "run", "--engine", "oracle", "--tasks", str(args.demos), "--hops", "2"]
-        + ["--run-id", "oracle-demos", "--seed", seed, "--no-progress", *g]
+        ["selfplay", "run", "--engine", "oracle", *family, "--tasks", str(args.demos)]
+        + ["--hops", hops, "--run-id", "oracle-demos", "--seed", seed, "--no-progress", *g]
     )
     sft_dir = work / "sft"
-    _kag(["export", "sft", str(sft_dir), "--overwrite", *g])
+    _kag(["export", "sft", str(sft_dir), "--overwrite", "--run", "oracle-demos", *g])
     model = work / "model"
     tiny = ["model", "tiny", str(model), "--seed", seed, "--vocab-size", str(args.vocab_size)]
     tiny += ["--hidden-size", str(args.hidden_size), "--layers", str(args.layers)]
@@ -211,7 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     models.append((result.steps, result.model_dir))
     curve = []
     for step, path in models:
-        point = _accept_rate(graph, Path(path), heldout, max_turns=args.max_turns)
+        if args.family == "search":
+            point = _accept_rate(graph, Path(path), heldout, max_turns=args.max_turns)
+        else:
+            point = _eval_accept_rate(graph, Path(path), step, max_turns=args.max_turns)
         point["step"] = step
         example = point.pop("example")
         curve.append(point)
@@ -229,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "metric": "sft_heldout_accept_rate",
                 "value": last["accept_rate"],
-                "unit": "share of held-out 2-hop tasks accepted (greedy)",
+                "unit": f"share of held-out {args.family} tasks of {args.hops} hops/edits "
+                "accepted (greedy)",
                 "baseline": "the same tiny model untrained, same tasks, same engine",
                 "baseline_value": untrained["accept_rate"],
                 # the untrained model accepts nothing, so the ratio is undefined: see gain_points
@@ -240,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                 "curve": [
                     {k: p[k] for k in ("step", "accepted", "tasks", "malformed")} for p in curve
                 ],
+                "family": args.family,
+                "hops": args.hops,
                 "demos": args.demos,
                 "epochs": args.epochs,
                 "sft_steps": result.steps,
