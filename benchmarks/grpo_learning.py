@@ -88,7 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     # measured on the learning world: 1e-4 leaves greedy unmoved in 40 steps, 1e-3 collapses it
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--kl-coef", type=float, default=0.0)
-    parser.add_argument("--temperature", type=float, default=1.0, help="of the GRPO rollouts")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.6,
+        help="of the GRPO rollouts (measured: 0.6 moves the greedy rate, 1.0 mostly pass@k)",
+    )
     parser.add_argument("--max-turns", type=int, default=6)
     parser.add_argument("--eval-samples", type=int, default=16, help="k of the held-out pass@k")
     parser.add_argument("--eval-temperature", type=float, default=1.0)
