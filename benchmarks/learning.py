@@ -188,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a small run (not the figure)")
     args = parser.parse_args(argv)
+    if args.hops < (2 if args.family == "tool_use" else 1):
+        # the graph-edit proposer would raise it to two edits and the RESULT would name the wrong count
+        parser.error(
+            f"--hops {args.hops}: search tasks need 1 hop or more, tool_use tasks 2 edits or more"
+        )
     if args.quick:
         args.demos, args.heldout, args.epochs, args.curve_points = 120, 8, 1, 1
 
