@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         default="failed",
         help="training tasks as GRPO prompts: those the SFT model fails greedily, or all",
     )
+    parser.add_argument(
+        "--probe-limit",
+        type=int,
+        default=None,
+        help="probe only the first N training tasks (by id) for the failed prompts (default: all)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="teacher", help="prefix of this run's ids and dirs")
     args = parser.parse_args(argv)
@@ -120,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     before = _heldout(graph, model, f"{name}-before", args)
     probe = _kag(
         ["eval", *graph, "--model", str(model), "--tasks", f"run:{DEMOS_RUN}"]
-        + ["--max-turns", str(args.max_turns), "--run-id", f"{name}-probe", "--no-progress"],
+        + ["--max-turns", str(args.max_turns), "--run-id", f"{name}-probe", "--no-progress"]
+        + (["--limit", str(args.probe_limit)] if args.probe_limit else []),
         json_out=True,
     )
     rl_dir = work / f"{name}-rl"
@@ -157,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 "before": before,
                 "after": after,
                 "probe_train_accept_rate": probe["accept_rate"],
+                "probe_tasks": probe["tasks"],
                 "rl_prompts": rl_prompts,
                 "grpo": {
                     "prompts": args.prompts,

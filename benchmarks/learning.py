@@ -5,16 +5,22 @@ The whole path a user takes, on the embedded default, in one process:
 1. a synthetic world (`kag generate world`) and held-out 2-hop tasks proposed from it first, so the
    training proposer (which skips walks that are already tasks) never trains on them; they are
    the tasks of Run `heldout`, so `kag eval --tasks run:heldout` measures a later model on them;
-   `--family tool_use` makes them graph-edit tasks of `--hops` edits instead (proposed by an
-   oracle self-play run of that id: the proposer skips tasks already in the graph);
-2. oracle demonstrations of other tasks of the family (`kag selfplay run --engine oracle`),
-   exported as an SFT dataset (`kag export sft --run oracle-demos`);
+   `--family compute` makes them arithmetic tasks over the entities' numeric attributes
+   (`--hops 1`: sums, means, counts, argmax/argmin, comparisons, 1-hop differences) and
+   `--family tool_use` graph-edit tasks of `--hops` edits, both proposed by an oracle
+   self-play run of that id (the proposer skips tasks already in the graph), with `--no-grow`:
+   an accepted compute trajectory's derived fact ("the total runtime_min of every film
+   directed by X: 311") would otherwise show a held-out answer to every later search;
+2. oracle demonstrations of other tasks of the family (`kag selfplay run --engine oracle
+   --no-grow`, so their searches see the graph the held-out ones see), exported as an SFT
+   dataset (`kag export sft --run oracle-demos`);
 3. the tiny Qwen3-MoE with a tokenizer trained on the world's text (`kag model tiny --graph`);
 4. SFT (`trainer.sft`), saving the model every few steps;
 5. the untrained model and every saved model on the same held-out tasks through the real vLLM
-   engine and the self-play solver, tools and verifiers, greedily (temperature 0); tool_use
-   through `selfplay.evaluation.evaluate` (what `kag eval` runs), which gives each graph-edit
-   trajectory its own scratch copy of the task's subgraph.
+   engine and the self-play solver, tools and verifiers, greedily (temperature 0); compute and
+   tool_use through `selfplay.evaluation.evaluate` (what `kag eval` runs), which adds the
+   python tool for compute tasks and gives each graph-edit trajectory its own scratch copy of
+   the task's subgraph.
 
 Prints the learning curve and `RESULT {"metric": "sft_heldout_accept_rate", ...}` with the
 untrained model's rate as the baseline. `--quick` runs a small version (minutes, not the figure).
@@ -180,11 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-turns", type=int, default=6)
     parser.add_argument(
         "--family",
-        choices=("search", "tool_use"),
+        choices=("search", "compute", "tool_use"),
         default="search",
-        help="search: 2-hop questions (default); tool_use: graph-edit tasks of --hops edits",
+        help="search: 2-hop questions (default); compute: arithmetic over numeric facts "
+        "(--hops 1: sums, means, counts, argmax/argmin, comparisons, 1-hop differences; "
+        "--hops 2: 2-hop differences); tool_use: graph-edit tasks of --hops edits",
     )
-    parser.add_argument("--hops", type=int, default=2, help="hops (search) or edits (tool_use)")
+    parser.add_argument(
+        "--hops", type=int, default=2, help="hops (search, compute) or edits (tool_use)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a small run (not the figure)")
     args = parser.parse_args(argv)
@@ -193,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--hops {args.hops}: search tasks need 1 hop or more, tool_use tasks 2 edits or more"
         )
+    if args.family == "compute" and args.hops > 2:
+        parser.error(f"--hops {args.hops}: compute tasks have 1 hop or 2 (2-hop differences)")
     if args.quick:
         args.demos, args.heldout, args.epochs, args.curve_points = 120, 8, 1, 1
 
@@ -211,11 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         _kag(
             ["selfplay", "run", "--engine", "oracle", *family, "--tasks", str(args.heldout)]
             + ["--hops", hops, "--run-id", HELDOUT_RUN, "--seed", str(10_000 + args.seed)]
-            + ["--no-progress", *g]
+            + ["--no-grow", "--no-progress", *g]
         )
     _kag(
         ["selfplay", "run", "--engine", "oracle", *family, "--tasks", str(args.demos)]
-        + ["--hops", hops, "--run-id", "oracle-demos", "--seed", seed, "--no-progress", *g]
+        + ["--hops", hops, "--run-id", "oracle-demos", "--seed", seed, "--no-grow"]
+        + ["--no-progress", *g]
     )
     sft_dir = work / "sft"
     _kag(["export", "sft", str(sft_dir), "--overwrite", "--run", "oracle-demos", *g])

@@ -272,7 +272,7 @@ def _budgets(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     """`kag selfplay run --engine vllm|openai|oracle [--model DIR] [--base-url URL] [--tasks N]
-    [--samples K] [--hops 2-4] [--run-id ID] [--seed S] [--workers N] [--graph URL]
+    [--samples K] [--hops 2-4] [--run-id ID] [--seed S] [--workers N] [--graph URL] [--no-grow]
     [--rewrite-questions] [--directions out|both] [--shape chain|set|obfuscated] [--judge policy|MODEL [--judge-base-url URL] [--judge-required]
     [--judge-constrained]]`."""
     parser = argparse.ArgumentParser(
@@ -332,6 +332,12 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--python-tool", action="store_true", help="also offer the sandboxed python tool"
     )
+    p.add_argument(
+        "--no-grow",
+        action="store_true",
+        help="do not add accepted trajectories' derived facts to the graph (compute tasks); "
+        "for held-out tasks, whose facts would show their answers to later searches",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--rewrite-questions",
@@ -387,6 +393,7 @@ def main(argv: list[str]) -> int:
         workers=args.workers,
         families=tuple(args.family) or ("search",),
         python_tool=args.python_tool,
+        grow=not args.no_grow,
         progress=not args.no_progress,
         judge=judge,
         proposer=ProposerConfig(

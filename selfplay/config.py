@@ -113,6 +113,10 @@ class JudgeConfig:
         return self.model == "policy"
 
 
+#: the work field values of a run stored before the field existed (`SelfPlayConfig.work_fields`)
+UNSTORED_WORK: dict[str, Any] = {"grow": True}
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SelfPlayConfig:
     """One self-play run. Stored on the Run node; a resumed run must give the same work fields."""
@@ -144,6 +148,10 @@ class SelfPlayConfig:
     families: tuple[str, ...] = ("search",)
     #: offer the sandboxed `python` tool besides the graph tools
     python_tool: bool = False
+    #: write what accepted trajectories add to the graph (`selfplay.families.grow_graph`: a
+    #: compute trajectory's derived fact) with them; False keeps the graph as it is, e.g. for
+    #: held-out tasks, whose derived facts would put their answers in later searches' results
+    grow: bool = True
     #: show a progress bar on stderr
     progress: bool = True
     #: the LLM judge (None: no judge); recorded on the Run, not a work field (a resumed run may
@@ -189,4 +197,5 @@ class SelfPlayConfig:
         out = {k: d[k] for k in ("tasks", "samples", "seed", "proposer", "curriculum")}
         if self.families != ("search",):  # runs made before families resume as search runs
             out["families"] = list(self.families)
+        out["grow"] = self.grow  # a run stored before `grow` existed grew (`UNSTORED_WORK`)
         return out

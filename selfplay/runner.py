@@ -33,7 +33,7 @@ from typing import Any
 from kag.coverage import Coverage, coverage_counts
 from kag.schema import Run, Task, Trajectory
 from kag.stores.base import GraphBatch, GraphStore
-from selfplay.config import SelfPlayConfig, next_hops
+from selfplay.config import UNSTORED_WORK, SelfPlayConfig, next_hops
 from selfplay.families import FamilyProposer, family_tools, grow_graph, split_request, task_setup
 from selfplay.generation import (
     RolloutSource,
@@ -294,7 +294,7 @@ class _RunState:
         if old.kind != "selfplay":
             raise ValueError(f"run {self.run_id!r} exists and is a {old.kind!r} run")
         mine = self.config.work_fields()
-        stored = {k: old.config.get(k) for k in mine}
+        stored = {k: old.config.get(k, UNSTORED_WORK.get(k)) for k in mine}
         diff = sorted(k for k in mine if stored.get(k) != mine[k])
         if diff:
             raise ValueError(
@@ -526,7 +526,8 @@ class _SelfPlay:
         for s in scored:
             self.state.tally.add_scored(s)
             self.tokens_this_call += s.rollout.n_generated
-        write_rollouts(self.store, scored, run=self.state.record("running"), grow=grow_graph)
+        grow = grow_graph if self.config.grow else None
+        write_rollouts(self.store, scored, run=self.state.record("running"), grow=grow)
         self.written += len(scored)
         if self.progress is not None:
             self.progress.update(len(scored), tally=self.state.tally, tokens=self.tokens_this_call)

@@ -557,3 +557,26 @@ def test_one_oracle_and_one_writer_serve_a_run_that_mixes_families(sqlite_url):
         produced = {e.target for e in g.edges("PRODUCES")}
         growing = [t for t in compute_tasks if t.props["template"] != "compare"]
         assert produced == {derived_entity_id(t.id) for t in growing}
+
+
+def test_a_run_with_no_grow_leaves_the_graph_as_it_was(sqlite_url):
+    """`kag selfplay run --no-grow` (held-out tasks): accepted compute trajectories add no derived
+    fact, so no later search shows a held-out answer; the default run grows the graph."""
+    from kag.cli import main as kag_main
+
+    with kag.open(sqlite_url) as g:
+        _graph_with_world(g, size=200)
+        before = g.count("Entity")
+    run = ["selfplay", "run", "--engine", "oracle", "--family", "compute", "--tasks", "6"]
+    run += ["--hops", "1", "--graph", sqlite_url, "--no-progress"]
+    assert kag_main([*run, "--run-id", "heldout", "--no-grow"]) == 0
+    with kag.open(sqlite_url) as g:
+        mine = [t for t in g.iter_nodes("Trajectory") if t.run_id == "heldout"]
+        assert len(mine) == 6 and all(t.verdict == "accepted" for t in mine)
+        assert g.count("Entity") == before
+        assert g.count("Entity", where={"type": "derived_fact"}) == 0
+    # resuming the run with growth on is a different run, not a silent change of its work
+    assert kag_main([*run, "--run-id", "heldout"]) != 0
+    assert kag_main([*run, "--run-id", "demos", "--seed", "1"]) == 0
+    with kag.open(sqlite_url) as g:
+        assert g.count("Entity", where={"type": "derived_fact"}) > 0
