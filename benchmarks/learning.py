@@ -6,7 +6,7 @@ The whole path a user takes, on the embedded default, in one process:
    training proposer (which skips walks that are already tasks) never trains on them; they are
    the tasks of Run `heldout`, so `kag eval --tasks run:heldout` measures a later model on them;
    `--family compute` makes them arithmetic tasks over the entities' numeric attributes
-   (`--hops 1`: sums, means, counts, argmax/argmin, comparisons, 1-hop differences) and
+   (every template: sums, means, counts, argmax/argmin, comparisons, differences) and
    `--family tool_use` graph-edit tasks of `--hops` edits, both proposed by an oracle
    self-play run of that id (the proposer skips tasks already in the graph), with `--no-grow`:
    an accepted compute trajectory's derived fact ("the total runtime_min of every film
@@ -188,23 +188,25 @@ def main(argv: list[str] | None = None) -> int:
         "--family",
         choices=("search", "compute", "tool_use"),
         default="search",
-        help="search: 2-hop questions (default); compute: arithmetic over numeric facts "
-        "(--hops 1: sums, means, counts, argmax/argmin, comparisons, 1-hop differences; "
-        "--hops 2: 2-hop differences); tool_use: graph-edit tasks of --hops edits",
+        help="search: 2-hop questions (default); compute: arithmetic over numeric facts (every "
+        "template: sums, means, counts, argmax/argmin, comparisons, 1- and 2-hop differences); "
+        "tool_use: graph-edit tasks of --hops edits",
     )
     parser.add_argument(
-        "--hops", type=int, default=2, help="hops (search, compute) or edits (tool_use)"
+        "--hops", type=int, default=None, help="hops (search) or edits (tool_use); default 2"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a small run (not the figure)")
     args = parser.parse_args(argv)
-    if args.hops < (2 if args.family == "tool_use" else 1):
+    if args.family == "compute" and args.hops is not None:
+        # the compute proposer of a self-play run takes every template, whatever the hops
+        parser.error("--hops: compute tasks are not chosen by hops (every template is proposed)")
+    args.hops = 2 if args.hops is None and args.family != "compute" else args.hops
+    if args.family != "compute" and args.hops < (2 if args.family == "tool_use" else 1):
         # the graph-edit proposer would raise it to two edits and the RESULT would name the wrong count
         parser.error(
             f"--hops {args.hops}: search tasks need 1 hop or more, tool_use tasks 2 edits or more"
         )
-    if args.family == "compute" and args.hops > 2:
-        parser.error(f"--hops {args.hops}: compute tasks have 1 hop or 2 (2-hop differences)")
     if args.quick:
         args.demos, args.heldout, args.epochs, args.curve_points = 120, 8, 1, 1
 
@@ -216,18 +218,19 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     _kag(["db", "upgrade", *g])
     _kag(["generate", "world", "--seed", seed, "--size", str(args.world_size), *g])
-    hops, family = str(args.hops), ["--family", args.family]
+    family = ["--family", args.family]
+    hops = [] if args.hops is None else ["--hops", str(args.hops)]
     if args.family == "search":
         heldout = _heldout_tasks(graph, args.heldout, hops=args.hops, seed=10_000 + args.seed)
     else:
         _kag(
             ["selfplay", "run", "--engine", "oracle", *family, "--tasks", str(args.heldout)]
-            + ["--hops", hops, "--run-id", HELDOUT_RUN, "--seed", str(10_000 + args.seed)]
+            + [*hops, "--run-id", HELDOUT_RUN, "--seed", str(10_000 + args.seed)]
             + ["--no-grow", "--no-progress", *g]
         )
     _kag(
         ["selfplay", "run", "--engine", "oracle", *family, "--tasks", str(args.demos)]
-        + ["--hops", hops, "--run-id", "oracle-demos", "--seed", seed, "--no-grow"]
+        + [*hops, "--run-id", "oracle-demos", "--seed", seed, "--no-grow"]
         + ["--no-progress", *g]
     )
     sft_dir = work / "sft"
@@ -295,8 +298,9 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "metric": "sft_heldout_accept_rate",
                 "value": last["accept_rate"],
-                "unit": f"share of held-out {args.family} tasks of {args.hops} hops/edits "
-                "accepted (greedy)",
+                "unit": f"share of held-out {args.family} tasks"
+                + (f" of {args.hops} hops/edits" if args.hops else "")
+                + " accepted (greedy)",
                 "baseline": "the same tiny model untrained, same tasks, same engine",
                 "baseline_value": untrained["accept_rate"],
                 # the untrained model accepts nothing, so the ratio is undefined: see gain_points
