@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     probe = _kag(
         ["eval", *graph, "--model", str(model), "--tasks", f"run:{DEMOS_RUN}"]
         + ["--max-turns", str(args.max_turns), "--run-id", f"{name}-probe", "--no-progress"]
-        + (["--limit", str(args.probe_limit)] if args.probe_limit else []),
+        + ([] if args.probe_limit is None else ["--limit", str(args.probe_limit)]),
         json_out=True,
     )
     rl_dir = work / f"{name}-rl"

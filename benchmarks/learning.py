@@ -198,15 +198,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a small run (not the figure)")
     args = parser.parse_args(argv)
-    if args.family == "compute" and args.hops is not None:
-        # the compute proposer of a self-play run takes every template, whatever the hops
-        parser.error("--hops: compute tasks are not chosen by hops (every template is proposed)")
-    args.hops = 2 if args.hops is None and args.family != "compute" else args.hops
-    if args.family != "compute" and args.hops < (2 if args.family == "tool_use" else 1):
-        # the graph-edit proposer would raise it to two edits and the RESULT would name the wrong count
-        parser.error(
-            f"--hops {args.hops}: search tasks need 1 hop or more, tool_use tasks 2 edits or more"
-        )
+    if args.family == "compute":
+        if args.hops is not None:  # a self-play run's compute proposer takes every template
+            parser.error(
+                "--hops: compute tasks are not chosen by hops (every template is proposed)"
+            )
+    else:
+        args.hops = 2 if args.hops is None else args.hops
+        if args.hops < (2 if args.family == "tool_use" else 1):
+            # the graph-edit proposer would raise it to two edits and the RESULT would name the
+            # wrong count
+            parser.error(
+                f"--hops {args.hops}: search tasks need 1 hop or more, tool_use tasks 2 edits or "
+                "more"
+            )
     if args.quick:
         args.demos, args.heldout, args.epochs, args.curve_points = 120, 8, 1, 1
 
@@ -299,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                 "metric": "sft_heldout_accept_rate",
                 "value": last["accept_rate"],
                 "unit": f"share of held-out {args.family} tasks"
-                + (f" of {args.hops} hops/edits" if args.hops else "")
+                + (f" of {args.hops} hops/edits" if args.hops is not None else "")
                 + " accepted (greedy)",
                 "baseline": "the same tiny model untrained, same tasks, same engine",
                 "baseline_value": untrained["accept_rate"],

@@ -14,14 +14,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from selfplay.families import check_families
 from selfplay.proposer import ProposerConfig
 from selfplay.solver import SolverConfig
 
-__all__ = ["CurriculumConfig", "EngineKind", "JudgeConfig", "SelfPlayConfig", "next_hops"]
+__all__ = [
+    "UNSTORED_WORK",
+    "CurriculumConfig",
+    "EngineKind",
+    "JudgeConfig",
+    "SelfPlayConfig",
+    "next_hops",
+]
 
 EngineKind = Literal["oracle", "vllm", "openai"]
 
@@ -113,8 +122,9 @@ class JudgeConfig:
         return self.model == "policy"
 
 
-#: the work field values of a run stored before the field existed (`SelfPlayConfig.work_fields`)
-UNSTORED_WORK: dict[str, Any] = {"grow": True}
+#: what a run stored before a work field existed did (`SelfPlayConfig.work_fields`): it
+#: proposed search tasks and grew the graph, so it resumes as such a run
+UNSTORED_WORK: Mapping[str, Any] = MappingProxyType({"families": ["search"], "grow": True})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -194,8 +204,5 @@ class SelfPlayConfig:
     def work_fields(self) -> dict[str, Any]:
         """What decides the run's tasks and trajectories (must match when resuming)."""
         d = self.to_dict()
-        out = {k: d[k] for k in ("tasks", "samples", "seed", "proposer", "curriculum")}
-        if self.families != ("search",):  # runs made before families resume as search runs
-            out["families"] = list(self.families)
-        out["grow"] = self.grow  # a run stored before `grow` existed grew (`UNSTORED_WORK`)
-        return out
+        keys = ("tasks", "samples", "seed", "proposer", "curriculum", "families", "grow")
+        return {k: d[k] for k in keys}

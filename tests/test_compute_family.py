@@ -14,8 +14,10 @@ import pytest
 import kag
 from kag.importer import import_triples
 from kag.schema import Run
+from kag.stores.base import GraphBatch
 from kag.world import NUMERIC_ATTRIBUTES, generate_world, write_world
 from selfplay.answers import leaked_answer
+from selfplay.config import SelfPlayConfig
 from selfplay.families.compute import (
     COMPUTE_SYSTEM_PROMPT,
     TEMPLATES,
@@ -559,7 +561,7 @@ def test_one_oracle_and_one_writer_serve_a_run_that_mixes_families(sqlite_url):
         assert produced == {derived_entity_id(t.id) for t in growing}
 
 
-def test_a_run_with_no_grow_leaves_the_graph_as_it_was(sqlite_url):
+def test_a_run_with_no_grow_leaves_the_graph_as_it_was(sqlite_url, capsys):
     """`kag selfplay run --no-grow` (held-out tasks): accepted compute trajectories add no derived
     fact, so no later search shows a held-out answer; the default run grows the graph."""
     from kag.cli import main as kag_main
@@ -568,15 +570,35 @@ def test_a_run_with_no_grow_leaves_the_graph_as_it_was(sqlite_url):
         _graph_with_world(g, size=200)
         before = g.count("Entity")
     run = ["selfplay", "run", "--engine", "oracle", "--family", "compute", "--tasks", "6"]
-    run += ["--hops", "1", "--graph", sqlite_url, "--no-progress"]
+    run += ["--graph", sqlite_url, "--no-progress"]
     assert kag_main([*run, "--run-id", "heldout", "--no-grow"]) == 0
     with kag.open(sqlite_url) as g:
-        mine = [t for t in g.iter_nodes("Trajectory") if t.run_id == "heldout"]
-        assert len(mine) == 6 and all(t.verdict == "accepted" for t in mine)
+        heldout = [t for t in g.iter_nodes("Trajectory") if t.run_id == "heldout"]
+        assert len(heldout) == 6 and all(t.verdict == "accepted" for t in heldout)
         assert g.count("Entity") == before
-        assert g.count("Entity", where={"type": "derived_fact"}) == 0
-    # resuming the run with growth on is a different run, not a silent change of its work
+    # resuming the run with growth on is refused with a message naming the setting
+    capsys.readouterr()
     assert kag_main([*run, "--run-id", "heldout"]) != 0
+    assert "different settings for grow" in capsys.readouterr().err
     assert kag_main([*run, "--run-id", "demos", "--seed", "1"]) == 0
     with kag.open(sqlite_url) as g:
         assert g.count("Entity", where={"type": "derived_fact"}) > 0
+
+
+def test_a_run_stored_before_families_and_grow_resumes_as_a_growing_search_run(sqlite_url):
+    """A Run whose stored config predates `families` and `grow` resumes with the defaults and
+    refuses a compute or no-grow resume (the settings it ran with were search, growing)."""
+    from selfplay.runner import run as run_selfplay
+
+    with kag.open(sqlite_url) as g:
+        _graph_with_world(g, size=200)
+        run_selfplay(g.store, config=SelfPlayConfig(run_id="old", tasks=2, progress=False))
+        (old,) = g.store.get_nodes("Run", ["old"])
+        legacy = {k: v for k, v in old.config.items() if k not in ("families", "grow")}
+        g.store.write(GraphBatch().add(replace(old, config=legacy)))
+        again = run_selfplay(g.store, config=SelfPlayConfig(run_id="old", tasks=2, progress=False))
+        assert again.status == "completed"
+        for changed in ({"families": ("compute",)}, {"grow": False}):
+            config = SelfPlayConfig(run_id="old", tasks=2, progress=False, **changed)
+            with pytest.raises(ValueError, match=f"different settings for {next(iter(changed))}"):
+                run_selfplay(g.store, config=config)
