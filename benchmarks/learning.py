@@ -181,6 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     # and pass@16 at T=1 also 15/32, so no failure is within reach of RL); at 1,024 names are 2-4
     # common pieces: 17/32 greedy, pass@16 21/32; at 512: 14/32, pass@16 16/32
     parser.add_argument("--vocab-size", type=int, default=1024)
+    parser.add_argument(
+        "--digit-group",
+        type=int,
+        choices=(1, 2, 3),
+        default=1,
+        help="digits per number token (`kag model tiny --digit-group`); 3 for compute: a 5-8 "
+        "digit number is then 2-3 tokens to copy instead of 5-8 digits",
+    )
     parser.add_argument("--no-graph-tokenizer", action="store_true")
     parser.add_argument("--whole-word-names", action="store_true")
     parser.add_argument("--max-turns", type=int, default=6)
@@ -245,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     tiny += ["--hidden-size", str(args.hidden_size), "--layers", str(args.layers)]
     tiny += ["--heads", str(args.heads), "--experts", str(args.experts)]
     tiny += ["--moe-intermediate-size", str(args.moe_intermediate_size)]
+    tiny += ["--digit-group", str(args.digit_group)]
     if not args.no_graph_tokenizer:
         tiny += [*g, "--corpus", str(sft_dir)]
     _kag(tiny + (["--whole-word-names"] if args.whole_word_names else []))
@@ -319,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 "family": args.family,
                 "hops": args.hops,
                 "demos": args.demos,
+                "world_size": args.world_size,
                 "epochs": args.epochs,
                 "sft_steps": result.steps,
                 "sft_s": round(sft_s, 1),
@@ -331,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                     "experts": args.experts,
                     "moe_intermediate_size": args.moe_intermediate_size,
                     "vocab_size": args.vocab_size,
+                    "digit_group": args.digit_group,
                     "graph_tokenizer": not args.no_graph_tokenizer,
                     "whole_word_names": args.whole_word_names,
                 },

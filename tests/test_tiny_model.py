@@ -228,3 +228,32 @@ def test_kag_model_tiny_cli_builds_a_model_and_rejects_bad_shapes(tmp_path: Path
     assert config["num_hidden_layers"] == 1 and config["vocab_size"] <= 512
     assert kag_main(["model", "tiny", str(tmp_path / "bad"), "--heads", "4"]) == 2
     assert "head_dim 32" in capsys.readouterr().err
+
+
+def test_digit_groups_make_a_long_number_a_few_tokens_that_decode_back(
+    tmp_path: Path, tokenizer
+) -> None:
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "groups"
+    assert kag_main(["model", "tiny", str(out), "--vocab-size", "512", "--digit-group", "3"]) == 0
+    grouped = AutoTokenizer.from_pretrained(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["vocab_size"] == len(grouped), "every group token has an embedding row"
+
+    def pieces(tok, text: str) -> list[str]:
+        return [tok.decode([i]) for i in tok.encode(text, add_special_tokens=False)]
+
+    # left to right in groups of three, the leftover digits a group of their own
+    assert pieces(grouped, "24430058") == ["244", "300", "58"]
+    assert pieces(grouped, "x 7")[-1] == "7"
+    # the default tokenizer spells a number digit by digit
+    assert pieces(tokenizer, "24430058") == list("24430058")
+    for text in ['{"stdout":"1390.67\\n"}', "print(sum([161, 75]))", "film/000037 -3 1e5"]:
+        ids = grouped.encode(text, add_special_tokens=False)
+        assert grouped.decode(ids) == text
+    assert len(grouped.encode("24430058 1390.67", add_special_tokens=False)) < len(
+        tokenizer.encode("24430058 1390.67", add_special_tokens=False)
+    )
+    with pytest.raises(ValueError, match="digit_group 4 must be 1, 2 or 3"):
+        TinyModelConfig(digit_group=4)

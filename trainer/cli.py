@@ -32,6 +32,15 @@ def model_main(argv: list[str]) -> int:
     parser.add_argument(
         "--vocab-size", type=int, default=defaults.vocab_size, help="BPE vocabulary target"
     )
+    parser.add_argument(
+        "--digit-group",
+        type=int,
+        choices=(1, 2, 3),
+        default=defaults.digit_group,
+        help="digits per number token: 1 (each digit a token) or 2-3 (numbers split left to "
+        "right into groups of up to that many digits, each group a token added on top of "
+        "--vocab-size)",
+    )
     parser.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
     parser.add_argument(
         "--heads", type=int, default=defaults.num_attention_heads, help="attention heads"
@@ -83,6 +92,7 @@ def model_main(argv: list[str]) -> int:
         moe_intermediate_size=args.moe_intermediate_size,
         max_position_embeddings=args.max_position_embeddings,
         dtype=args.dtype,
+        digit_group=args.digit_group,
     )
     texts: list[str] = []
     vocabulary: list[str] = []

@@ -137,6 +137,15 @@ class TinyModelConfig:
     #: share the input embedding with the LM head: copying a name or an id from the prompt into a
     #: tool call is then the identity map, which a tiny model learns from few examples
     tie_word_embeddings: bool = True
+    #: digits per number token. 1 (default): every digit is a token, as in Qwen's tokenizer, so an
+    #: id such as "film/000037" is made of tokens every id shares. 2 or 3: a run of digits is
+    #: split left to right into groups of up to that many ("24430058" -> "244", "300", "58"), as
+    #: Llama 3's and GPT-4's `\p{N}{1,3}` pre-tokenizer does, and every group is a token of its
+    #: own, added on top of `vocab_size` (3: 1,100 tokens). A tiny model copies a 5-8 digit
+    #: number from an observation into code or an answer as 2-3 distinct tokens instead of 5-8
+    #: tokens of a 10-letter alphabet, which its attention cannot tell apart by content
+    #: (compute tasks, see `benchmarks/learning.py --digit-group`).
+    digit_group: int = 1
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
@@ -159,6 +168,8 @@ class TinyModelConfig:
             )
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype {self.dtype!r} must be float32, bfloat16 or float16")
+        if self.digit_group not in (1, 2, 3):
+            raise ValueError(f"digit_group {self.digit_group} must be 1, 2 or 3")
         for name in ("num_hidden_layers", "moe_intermediate_size", "max_position_embeddings"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
@@ -438,6 +449,8 @@ def build_tokenizer(
     which a small model copies with one attention lookup instead of spelling it out piece by piece.
     Each entry matches only as a whole word; text outside it is byte-level BPE as usual.
 
+    `config.digit_group` > 1 adds a token for every group of 2 up to that many digits.
+
     Returns a `transformers.PreTrainedTokenizerFast` whose eos is `<|im_end|>` and pad is
     `<|endoftext|>`; markup tokens such as `<tool_call>` encode as one id each.
     """
@@ -445,8 +458,8 @@ def build_tokenizer(
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    # digits one by one: an id such as "film/000037" is then made of tokens every id shares, which
-    # a model copies digit by digit, instead of one rare token per number
+    # digits one by one (unless `digit_group` adds groups): an id such as "film/000037" is then
+    # made of tokens every id shares, which a model copies digit by digit
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Digits(individual_digits=True),
@@ -466,6 +479,15 @@ def build_tokenizer(
     corpus += [_TEMPLATE_TEXT] * 64
     tok.train_from_iterator(corpus, trainer=trainer)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in MARKUP_TOKENS])
+    # added tokens match leftmost-longest before pre-tokenization, so a run of digits splits
+    # left to right into groups of up to `digit_group`; a digit left over stays a BPE digit
+    tok.add_tokens(
+        [
+            AddedToken(f"{i:0{n}d}", special=False, normalized=False)
+            for n in range(2, config.digit_group + 1)
+            for i in range(10**n)
+        ]
+    )
     domain = [t for t in dict.fromkeys(vocabulary) if t.strip() and t not in MARKUP_TOKENS]
     tok.add_tokens(
         [AddedToken(t, special=False, normalized=False, single_word=True) for t in domain]

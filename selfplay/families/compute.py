@@ -907,7 +907,7 @@ class ComputeOraclePolicy:
     | 2..  | `get_relations(entity_id, relation)` for each list to follow (`props["expand"]`),  |
     |      | and `get_entity(entity_id)` for each fact entity once it has been seen            |
     | next | `python(code=...)` with the values READ from the observations                      |
-    |      | (`print(sum(...))`, `print(1999 - 1987)`, `print(max(..., key=...))`)             |
+    |      | (`print(sum([161, 75]))`, `print(1999 - 1987)`, `print(max(..., key=...))`)       |
     | last | `<answer>` + the python tool's output + `</answer>`                                |
 
     It never copies the task's stored value: a wrong number in the graph's observations would
@@ -1000,10 +1000,12 @@ def _code(props: Mapping[str, Any], seen: _Seen) -> str:
         )
     if op == "difference":
         return f"print({values[0][1]!r} - {values[1][1]!r})"
+    # a total or an average needs the numbers alone: no name to copy that could go wrong
+    numbers = [v for _, v in values]
     if op == "sum":
-        return f"values = {values!r}\nprint(sum(v for _, v in values))"
+        return f"print(sum({numbers!r}))"
     if op == "mean":
-        return f"values = {values!r}\nprint(round(sum(v for _, v in values) / len(values), 2))"
+        return f"values = {numbers!r}\nprint(round(sum(values) / len(values), 2))"
     pick = "max" if op == "max" else "min"
     return f"values = {values!r}\nprint({pick}(values, key=lambda item: item[1])[0])"
 
