@@ -158,7 +158,7 @@ def _eval_accept_rate(graph_url: str, model_dir: Path, step: int, *, max_turns: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainer.models import TinyModelConfig
+    from trainer.models import DIGIT_GROUPS, TinyModelConfig
 
     defaults = TinyModelConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -184,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--digit-group",
         type=int,
-        choices=(1, 2, 3),
-        default=1,
+        choices=DIGIT_GROUPS,
+        default=defaults.digit_group,
         help="digits per number token (`kag model tiny --digit-group`); 3 for compute: a 5-8 "
         "digit number is then 2-3 tokens to copy instead of 5-8 digits",
     )

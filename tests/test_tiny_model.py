@@ -255,5 +255,5 @@ def test_digit_groups_make_a_long_number_a_few_tokens_that_decode_back(
     assert len(grouped.encode("24430058 1390.67", add_special_tokens=False)) < len(
         tokenizer.encode("24430058 1390.67", add_special_tokens=False)
     )
-    with pytest.raises(ValueError, match="digit_group 4 must be 1, 2 or 3"):
+    with pytest.raises(ValueError, match="digit_group 4 must be one of 1, 2, 3"):
         TinyModelConfig(digit_group=4)

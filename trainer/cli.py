@@ -17,7 +17,7 @@ __all__ = ["model_main", "main"]
 
 def model_main(argv: list[str]) -> int:
     """`kag model tiny OUT_DIR [--seed S] [--vocab-size V] [--layers L] [--experts E] ...`."""
-    from trainer.models import TinyModelConfig
+    from trainer.models import DIGIT_GROUPS, TinyModelConfig
 
     defaults = TinyModelConfig()
     parser = argparse.ArgumentParser(
@@ -35,7 +35,7 @@ def model_main(argv: list[str]) -> int:
     parser.add_argument(
         "--digit-group",
         type=int,
-        choices=(1, 2, 3),
+        choices=DIGIT_GROUPS,
         default=defaults.digit_group,
         help="digits per number token: 1 (each digit a token) or 2-3 (numbers split left to "
         "right into groups of up to that many digits, each group a token added on top of "

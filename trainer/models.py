@@ -30,7 +30,11 @@ __all__ = [
     "CHAT_TEMPLATE",
     "SPECIAL_TOKENS",
     "MARKUP_TOKENS",
+    "DIGIT_GROUPS",
 ]
+
+#: the `TinyModelConfig.digit_group` values: digits per number token, at most
+DIGIT_GROUPS = (1, 2, 3)
 
 #: tokens that end or pad sequences; `skip_special_tokens` removes them when decoding
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -143,7 +147,7 @@ class TinyModelConfig:
     #: Llama 3's and GPT-4's `\p{N}{1,3}` pre-tokenizer does, and every group is a token of its
     #: own, added on top of `vocab_size` (3: 1,100 tokens). A tiny model copies a 5-8 digit
     #: number from an observation into code or an answer as 2-3 distinct tokens instead of 5-8
-    #: tokens of a 10-letter alphabet, which its attention cannot tell apart by content
+    #: tokens of a 10-letter alphabet, which its attention tells apart by position only
     #: (compute tasks, see `benchmarks/learning.py --digit-group`).
     digit_group: int = 1
 
@@ -168,8 +172,10 @@ class TinyModelConfig:
             )
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype {self.dtype!r} must be float32, bfloat16 or float16")
-        if self.digit_group not in (1, 2, 3):
-            raise ValueError(f"digit_group {self.digit_group} must be 1, 2 or 3")
+        if self.digit_group not in DIGIT_GROUPS:
+            raise ValueError(
+                f"digit_group {self.digit_group} must be one of {', '.join(map(str, DIGIT_GROUPS))}"
+            )
         for name in ("num_hidden_layers", "moe_intermediate_size", "max_position_embeddings"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
