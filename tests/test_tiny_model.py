@@ -247,6 +247,11 @@ def test_digit_groups_make_a_long_number_a_few_tokens_that_decode_back(
     # left to right in groups of three, the leftover digits a group of their own
     assert pieces(grouped, "24430058") == ["244", "300", "58"]
     assert pieces(grouped, "x 7")[-1] == "7"
+    # an id's digits stay one token each, as every id shares them: copied digit by digit
+    assert pieces(grouped, "film/000037")[-7:] == ["/", "0", "0", "0", "0", "3", "7"]
+    observed = pieces(grouped, '{"id":"country/000012","population":24430058}')
+    assert observed[observed.index("/") + 1 :][:6] == list("000012")
+    assert observed[-4:] == ["244", "300", "58", "}"]
     # the default tokenizer spells a number digit by digit
     assert pieces(tokenizer, "24430058") == list("24430058")
     for text in ['{"stdout":"1390.67\\n"}', "print(sum([161, 75]))", "film/000037 -3 1e5"]:

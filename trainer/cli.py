@@ -39,7 +39,7 @@ def model_main(argv: list[str]) -> int:
         default=defaults.digit_group,
         help="digits per number token: 1 (each digit a token) or 2-3 (numbers split left to "
         "right into groups of up to that many digits, each group a token added on top of "
-        "--vocab-size)",
+        "--vocab-size; an id's digits, after its '/', stay one token each)",
     )
     parser.add_argument("--hidden-size", type=int, default=defaults.hidden_size)
     parser.add_argument(

@@ -145,7 +145,8 @@ class TinyModelConfig:
     #: id such as "film/000037" is made of tokens every id shares. 2 or 3: a run of digits is
     #: split left to right into groups of up to that many ("24430058" -> "244", "300", "58"), as
     #: Llama 3's and GPT-4's `\p{N}{1,3}` pre-tokenizer does, and every group is a token of its
-    #: own, added on top of `vocab_size` (3: 1,100 tokens). A tiny model copies a 5-8 digit
+    #: own, added on top of `vocab_size` (3: 1,100 tokens); the digits of an id (after a "/")
+    #: stay one token each, so ids are copied as with 1. A tiny model copies a 5-8 digit
     #: number from an observation into code or an answer as 2-3 distinct tokens instead of 5-8
     #: tokens of a 10-letter alphabet, which its attention tells apart by position only
     #: (compute tasks, see `benchmarks/learning.py --digit-group`).
@@ -438,6 +439,49 @@ def dataset_texts(data_dir: str | Path, *, limit: int = 20_000) -> list[str]:
 # --------------------------------------------------------------------------- builders
 
 
+#: an id's number part (`film/000037`) longer than this is grouped like a number
+_ID_DIGITS = 24
+
+
+def _digit_group_pattern(group: int) -> str:
+    """The pre-tokenizer pattern of `TinyModelConfig.digit_group` > 1: every digit that follows
+    a "/" and the digits after it (an id's digits) alone, other runs of digits left to right in
+    groups of up to `group` ("24430058" -> "244", "300", "58"), as Llama 3's `\\p{N}{1,3}` does.
+
+    >>> import re; [m.group() for m in re.finditer(_digit_group_pattern(3), "film/0037 24430058")]
+    ['0', '0', '3', '7', '244', '300', '58']
+    """
+    # a fixed-length look-behind per position in the id: Oniguruma (the tokenizers' regex
+    # engine) takes alternatives of different fixed lengths, not a variable-length one
+    alone = "|".join(rf"(?<=/\d{{{k}}})\d" for k in range(_ID_DIGITS))
+    return rf"{alone}|\d{{1,{group}}}"
+
+
+def _digit_group_merges(tokenizer_json: str, group: int) -> str:
+    """`tokenizer_json` (a trained byte-level BPE) with a token and merges for every group of 2 up
+    to `group` digits, so the pre-tokenizer's digit groups each encode as one token whichever
+    merge applies first ("244" from "24"+"4" or "2"+"44")."""
+    data = json.loads(tokenizer_json)
+    vocab: dict[str, int] = data["model"]["vocab"]
+    merges = [
+        tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in data["model"]["merges"]
+    ]
+    known = set(merges)
+    next_id = max(vocab.values()) + 1
+    for n in range(2, group + 1):
+        for i in range(10**n):
+            text = f"{i:0{n}d}"
+            if text not in vocab:
+                vocab[text] = next_id
+                next_id += 1
+            for pair in {(text[:-1], text[-1]), (text[0], text[1:])}:
+                if pair not in known:
+                    known.add(pair)
+                    merges.append(pair)
+    data["model"]["merges"] = [list(m) for m in merges]
+    return json.dumps(data)
+
+
 def build_tokenizer(
     config: TinyModelConfig = TinyModelConfig(),
     *,
@@ -455,22 +499,30 @@ def build_tokenizer(
     which a small model copies with one attention lookup instead of spelling it out piece by piece.
     Each entry matches only as a whole word; text outside it is byte-level BPE as usual.
 
-    `config.digit_group` > 1 adds a token for every group of 2 up to that many digits.
+    `config.digit_group` > 1 adds a token for every group of 2 up to that many digits, which the
+    digits of a number split into (an id's digits stay one token each):
+
+    >>> tok = build_tokenizer(TinyModelConfig(vocab_size=512, digit_group=3))  # doctest: +SKIP
+    >>> [tok.decode([i]) for i in tok.encode("film/000037: 24430058")]         # doctest: +SKIP
+    ['film', '/', '0', '0', '0', '0', '3', '7', ':', ' ', '244', '300', '58']
 
     Returns a `transformers.PreTrainedTokenizerFast` whose eos is `<|im_end|>` and pad is
     `<|endoftext|>`; markup tokens such as `<tool_call>` encode as one id each.
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    # digits one by one (unless `digit_group` adds groups): an id such as "film/000037" is then
-    # made of tokens every id shares, which a model copies digit by digit
+    # digits one by one: an id such as "film/000037" is then made of tokens every id shares,
+    # which a model copies digit by digit; with `digit_group` > 1 the digits of a number (not
+    # of an id) are split in groups instead, each group a token (see `_digit_group_merges`)
+    digits = (
+        pre_tokenizers.Digits(individual_digits=True)
+        if config.digit_group == 1
+        else pre_tokenizers.Split(Regex(_digit_group_pattern(config.digit_group)), "isolated")
+    )
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False),
-        ]
+        [digits, pre_tokenizers.ByteLevel(add_prefix_space=False)]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -484,16 +536,9 @@ def build_tokenizer(
     # conversation repeats, get tokens of their own too
     corpus += [_TEMPLATE_TEXT] * 64
     tok.train_from_iterator(corpus, trainer=trainer)
+    if config.digit_group > 1:
+        tok = Tokenizer.from_str(_digit_group_merges(tok.to_str(), config.digit_group))
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in MARKUP_TOKENS])
-    # added tokens match leftmost-longest before pre-tokenization, so a run of digits splits
-    # left to right into groups of up to `digit_group`; a digit left over stays a BPE digit
-    tok.add_tokens(
-        [
-            AddedToken(f"{i:0{n}d}", special=False, normalized=False)
-            for n in range(2, config.digit_group + 1)
-            for i in range(10**n)
-        ]
-    )
     domain = [t for t in dict.fromkeys(vocabulary) if t.strip() and t not in MARKUP_TOKENS]
     tok.add_tokens(
         [AddedToken(t, special=False, normalized=False, single_word=True) for t in domain]
