@@ -503,8 +503,8 @@ def build_tokenizer(
     digits of a number split into (an id's digits stay one token each):
 
     >>> tok = build_tokenizer(TinyModelConfig(vocab_size=512, digit_group=3))  # doctest: +SKIP
-    >>> [tok.decode([i]) for i in tok.encode("film/000037: 24430058")]         # doctest: +SKIP
-    ['film', '/', '0', '0', '0', '0', '3', '7', ':', ' ', '244', '300', '58']
+    >>> [tok.decode([i]) for i in tok.encode("/000037: 24430058")]             # doctest: +SKIP
+    ['/', '0', '0', '0', '0', '3', '7', ':', ' ', '244', '300', '58']
 
     Returns a `transformers.PreTrainedTokenizerFast` whose eos is `<|im_end|>` and pad is
     `<|endoftext|>`; markup tokens such as `<tool_call>` encode as one id each.
