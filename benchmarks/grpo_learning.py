@@ -79,6 +79,8 @@ def _heldout(graph: list[str], model: Path, run_id: str, args: argparse.Namespac
 
 
 def main(argv: list[str] | None = None) -> int:
+    from trainer.grpo import REWARD_BASES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True, help="benchmarks/learning.py's")
     parser.add_argument("--model", type=Path, default=None, help="default: WORKDIR/sft-run/model")
@@ -93,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.6,
         help="of the GRPO rollouts (measured: 0.6 moves the greedy rate, 1.0 mostly pass@k)",
+    )
+    parser.add_argument(
+        "--reward-base",
+        choices=REWARD_BASES,
+        default="verifier",
+        help="`kag train grpo --reward-base`: graded verifier reward or 1/0 by the verdict",
     )
     parser.add_argument("--max-turns", type=int, default=6)
     parser.add_argument("--eval-samples", type=int, default=16, help="k of the held-out pass@k")
@@ -144,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         + ["--steps", str(args.steps), "--samples", str(args.samples)]
         + ["--groups-per-step", str(args.groups_per_step), "--lr", str(args.lr)]
         + ["--kl-coef", str(args.kl_coef), "--temperature", str(args.temperature)]
+        + ["--reward-base", args.reward_base]
         + ["--max-turns", str(args.max_turns), "--seed", str(args.seed), "--name", name],
         json_out=True,
     )
@@ -174,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                     "lr": args.lr,
                     "kl_coef": args.kl_coef,
                     "temperature": args.temperature,
+                    "reward_base": args.reward_base,
                     "max_turns": args.max_turns,
                     "summary": grpo,
                 },

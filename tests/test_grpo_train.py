@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from trainer.grpo import GRPOConfig, RewardShaping, repeated_tool_calls
+from trainer.grpo_loss import filter_uniform_groups
 from trainer.grpo_train import (
     METRIC_KEYS,
     GRPOTrainConfig,
@@ -83,6 +84,35 @@ def test_negative_penalties_are_refused():
         RewardShaping(turn_penalty=-0.1)
     with pytest.raises(ValueError, match="free_turns"):
         RewardShaping(free_turns=-1)
+
+
+def test_outcome_base_scores_the_verdict_alone_so_groups_without_a_success_drop():
+    graded, outcome = RewardShaping(), RewardShaping(base="outcome", turn_penalty=0.1)
+    # the verifiers grade rejected trajectories 0-0.45 by their calls and evidence
+    assert graded.base_reward(0.3, accepted=False) == 0.3
+    assert graded.base_reward(0.8, accepted=True) == 0.8
+    assert outcome.base_reward(0.3, accepted=False) == 0.0
+    assert outcome.base_reward(0.55, accepted=True) == 1.0
+    # penalties apply on top of either base: 6 turns, 2 past the 4 free ones
+    messages = [_call("f", f'{{"x": {i}}}') for i in range(6)]
+    assert outcome.shape_messages(outcome.base_reward(0.55, accepted=True), messages) == (
+        pytest.approx(0.8)
+    )
+    # a group of rejected rollouts the verifiers graded apart trains under "verifier" only
+    rejected = [0.1, 0.3, 0.45, 0.2]
+    groups = ["t"] * 4
+    assert filter_uniform_groups(rejected, groups).kept == ("t",)
+    assert (
+        filter_uniform_groups(
+            [outcome.base_reward(r, accepted=False) for r in rejected], groups
+        ).kept
+        == ()
+    )
+
+
+def test_an_unknown_reward_base_is_refused_with_the_choices_named():
+    with pytest.raises(ValueError, match="verifier, outcome"):
+        RewardShaping(base="graded")
 
 
 # --------------------------------------------------------------------------- schedule

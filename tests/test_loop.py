@@ -25,12 +25,16 @@ import kag
 from kag.cli import main as kag_main
 from kag.cli.demo import DEMO_FAMILIES
 from kag.cli.loop import LoopConfig, steer_hops
+from trainer.grpo_train import read_prompt_ids
 
 #: the reduced demo: two rounds, both families, every stage, a few steps each
 SMALL = [
     "--world-size", "200", "--heldout", "3", "--demos", "60", "--sft-epochs", "1",
     "--sft-max-steps", "12", "--grpo-steps", "1", "--grpo-samples", "2", "--grpo-groups", "2",
     "--opd-steps", "1", "--student-tasks", "3", "--max-turns", "3",
+    # the knobs of the learning setup reach the commands they are for
+    "--vocab-size", "1024", "--digit-group", "3", "--sft-max-seq-len", "1536", "--sft-rows", "2",
+    "--grpo-temperature", "0.8", "--grpo-prompts", "failed", "--grpo-probe-limit", "6",
 ]  # fmt: skip
 #: the resumed loop: two rounds without teachers (fewer engine starts), so a kill is affordable
 RESUMABLE = [
@@ -85,6 +89,12 @@ def test_loop_stages_train_teachers_once_and_skip_the_last_rounds_student() -> N
         ({"loop_id": "a:b"}, "loop id"),
         ({"rounds": 0}, "rounds must be >= 1"),
         ({"grpo_steps": -1}, "grpo_steps must be >= 0"),
+        ({"digit_group": 4}, "digit_group must be one of 1, 2, 3"),
+        ({"grpo_reward_base": "graded"}, "grpo_reward_base must be one of verifier, outcome"),
+        ({"grpo_prompts": "some"}, "grpo_prompts must be one of all, failed"),
+        ({"grpo_probe_limit": 0}, "grpo_probe_limit must be >= 1"),
+        ({"grpo_temperature": 0.0}, "grpo_temperature must be > 0"),
+        ({"sft_rows": 0}, "sft_rows must be >= 1"),
     ],
 )
 def test_loop_config_names_what_is_wrong(changes: dict, message: str) -> None:
@@ -211,6 +221,27 @@ def test_demo_records_every_stage_and_the_student_data_feeds_round_one(demo: Pat
     text = (demo / "report.md").read_text()
     for stage in config.stages():
         assert f"| {stage} |" in text
+    # SMALL's tokenizer, SFT and GRPO settings are those the models were made with
+    tiny = json.loads((demo / "models" / "base" / "kag_tiny_model.json").read_text())
+    assert (tiny["vocab_size"], tiny["digit_group"]) == (1024, 3)
+    sft = json.loads((demo / "runs" / "r0-sft" / "run.json").read_text())["config"]
+    assert (sft["max_seq_len"], sft["micro_batch_rows"]) == (1536, 2)
+    grpo = json.loads((demo / "runs" / "r0-grpo-search" / "run.json").read_text())["config"]
+    assert grpo["grpo"]["step"]["temperature"] == 0.8
+    assert grpo["grpo"]["shaping"]["base"] == "verifier"
+    # --grpo-prompts failed: the teacher's prompts are the probed search tasks the SFT model failed
+    assert Path(grpo["data_dir"]).name == "rl-search-failed"
+    prompts = set(read_prompt_ids(grpo["data_dir"]))
+    with kag.open(url) as graph:
+        probed = [
+            t
+            for b in graph.store.iter_nodes(
+                "Trajectory", where={"run_id": "demo-r0-grpo-search-probe"}
+            )
+            for t in b
+        ]
+    assert 0 < len(probed) <= 6 and prompts
+    assert prompts <= {t.task_id for t in probed if t.verdict == "rejected"}
 
 
 # -- killed and resumed --------------------------------------------------------------------

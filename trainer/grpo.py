@@ -37,6 +37,7 @@ __all__ = [
     "TokenLogprobs",
     "token_logprobs",
     "grpo_step",
+    "REWARD_BASES",
     "RewardShaping",
     "repeated_tool_calls",
     "GRPOConfig",
@@ -280,14 +281,24 @@ def repeated_tool_calls(messages: Sequence[dict[str, Any]]) -> int:
     return repeats
 
 
+#: what `RewardShaping.base` may be
+REWARD_BASES = ("verifier", "outcome")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RewardShaping:
-    """Penalties added to the verifiers' reward before group normalisation.
+    """The reward GRPO normalises: a base reward minus penalties.
 
-    reward - `turn_penalty` * max(0, assistant turns - `free_turns`)
-           - `repetition_penalty` * (tool calls repeating an earlier identical one)
+    base - `turn_penalty` * max(0, assistant turns - `free_turns`)
+         - `repetition_penalty` * (tool calls repeating an earlier identical one)
 
-    Both penalties default to 0 (off): the reward is then exactly the verifiers'. The paper's
+    The base (`base`) is the verifiers' reward ("verifier", the default: an accepted trajectory
+    scores 0.5-1.0, a rejected one up to 0.45 for valid calls and evidence on the way) or the bare
+    verdict ("outcome": 1 accepted, 0 rejected, DAPO's rule-based reward). With "outcome" a group
+    without a success is uniform and dynamic sampling drops it, so every trained group holds a
+    success; the failed-only process advantage still ranks its failures by their steps.
+
+    Both penalties default to 0 (off): the reward is then exactly the base. The paper's
     efficiency term ("free turns, then a linear penalty") is this shape; its size is the
     user's call, small against the 0/1 outcome reward (e.g. 0.05 a turn) so that a correct
     long answer still beats a wrong short one.
@@ -295,6 +306,8 @@ class RewardShaping:
     >>> shaping = RewardShaping(free_turns=2, turn_penalty=0.1, repetition_penalty=0.25)
     >>> round(shaping.shape(1.0, n_turns=5, n_repeated=1), 6)  # 1 - 3 * 0.1 - 0.25
     0.45
+    >>> RewardShaping(base="outcome").base_reward(0.3, accepted=False)
+    0.0
     """
 
     #: assistant turns that cost nothing; 4 covers a 2-3 hop search plus the answer
@@ -303,13 +316,23 @@ class RewardShaping:
     turn_penalty: float = 0.0
     #: reward taken per tool call that repeats an earlier identical call (0: none)
     repetition_penalty: float = 0.0
+    #: "verifier" (the suite's graded reward, the paper's) or "outcome" (1/0 by the verdict, DAPO)
+    base: str = "verifier"
 
     def __post_init__(self) -> None:
+        if self.base not in REWARD_BASES:
+            raise ValueError(f"base must be one of {', '.join(REWARD_BASES)}, got {self.base!r}")
         if isinstance(self.free_turns, bool) or self.free_turns < 0:
             raise ValueError(f"free_turns must be >= 0, got {self.free_turns!r}")
         for name in ("turn_penalty", "repetition_penalty"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+    def base_reward(self, reward: float, *, accepted: bool) -> float:
+        """The base of a trajectory the verifiers gave `reward` and accepted or not."""
+        if self.base == "outcome":
+            return 1.0 if accepted else 0.0
+        return float(reward)
 
     def shape(self, reward: float, *, n_turns: int, n_repeated: int) -> float:
         """The shaped reward of a trajectory with `n_turns` assistant turns and `n_repeated`
@@ -445,7 +468,13 @@ class GRPOTrainer:
             n_generated += sum(s.rollout.n_generated for s in scored)
             n_accepted += sum(s.verdict == "accepted" for s in scored)
             groups = [s.rollout.task.id for s in scored]
-            rewards = [cfg.shaping.shape_messages(s.reward, s.rollout.messages) for s in scored]
+            rewards = [
+                cfg.shaping.shape_messages(
+                    cfg.shaping.base_reward(s.reward, accepted=s.verdict == "accepted"),
+                    s.rollout.messages,
+                )
+                for s in scored
+            ]
             all_raw += [float(s.reward) for s in scored]
             all_shaped += rewards
             keep = filter_uniform_groups(rewards, groups)

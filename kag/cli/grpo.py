@@ -19,6 +19,8 @@ __all__ = ["main", "rollout_wiring", "record_training"]
 
 
 def _parser() -> argparse.ArgumentParser:
+    from trainer.grpo import REWARD_BASES
+
     parser = argparse.ArgumentParser(
         prog="kag train grpo",
         description=(
@@ -54,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--turn-penalty", type=float, default=0.0, help="reward per extra turn")
     parser.add_argument(
         "--repetition-penalty", type=float, default=0.0, help="reward per repeated tool call"
+    )
+    parser.add_argument(
+        "--reward-base",
+        choices=REWARD_BASES,
+        default="verifier",
+        help="verifier: the verifiers' graded reward (default; a rejected trajectory keeps up "
+        "to 0.45 for valid calls and evidence); outcome: 1 accepted, 0 rejected, so only groups "
+        "holding a success train",
     )
     parser.add_argument("--save-every", type=int, default=1, help="checkpoint every N steps")
     parser.add_argument("--seed", type=int, default=0, help="prompt order, RNGs, sampling")
@@ -275,6 +285,7 @@ def main(argv: list[str]) -> int:
                 free_turns=args.free_turns,
                 turn_penalty=args.turn_penalty,
                 repetition_penalty=args.repetition_penalty,
+                base=args.reward_base,
             ),
             step=GRPOStepConfig(
                 learning_rate=args.lr,

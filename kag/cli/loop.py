@@ -18,6 +18,7 @@ graph an uninterrupted loop makes.
 | `sft`              | each   | `kag train sft` from the base (round 0) or the last student       |
 | `eval-sft`         | each   | `kag eval` of the SFT model                                       |
 | `grpo-F`           | each   | `kag export rl --family F`, `kag train grpo`: the family's teacher |
+|                    |        | (`grpo_prompts="failed"`: on the tasks a `kag eval` probe fails)   |
 | `eval-grpo-F`      | each   | `kag eval` of the teacher                                         |
 | `opd`              | each   | `kag export opd`, `kag train opd` from the SFT model, all teachers |
 | `eval-opd`         | each   | `kag eval` of the OPD student                                     |
@@ -68,6 +69,8 @@ STAGE_KIND = "loop-stage"
 LOOP_KIND = "loop"
 #: families the loop trains a teacher for
 LOOP_FAMILIES = ("search", "compute", "instruction", "tool_use")
+#: what a teacher's GRPO prompts may be (`LoopConfig.grpo_prompts`)
+GRPO_PROMPTS = ("all", "failed")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -98,6 +101,20 @@ class LoopConfig:
     demos: int = 1200
     #: hop count of search demonstrations and held-out tasks
     hops: int = 2
+    #: let the oracle demonstrations grow the graph with their derived facts (False:
+    #: `kag selfplay run --no-grow`, as `benchmarks/learning.py` does: a compute answer written
+    #: back as a fact shows up in every later search's results)
+    grow_demos: bool = True
+    #: the base model's tokenizer (`kag model tiny --vocab-size --digit-group`): its BPE target
+    #: and digits per number token. 4,096 and 1 are `kag model tiny`'s defaults; on the
+    #: 800-entity world `benchmarks/learning.py` measured 1,024 better for search and digit
+    #: groups of 3 for compute (README, "A tiny agent that learns")
+    vocab_size: int = 4096
+    digit_group: int = 1
+    #: SFT packed-row length and rows per optimizer step; compute demonstrations run to 1,850
+    #: tokens, so give 2048 and 2 for them
+    sft_max_seq_len: int = 1024
+    sft_rows: int = 4
     #: SFT epochs and learning rate (the learning benchmark's 3e-3 for the tiny model)
     sft_epochs: int = 3
     sft_learning_rate: float = 3e-3
@@ -115,6 +132,15 @@ class LoopConfig:
     grpo_samples: int = 8
     grpo_groups: int = 4
     grpo_learning_rate: float = 5e-5
+    #: GRPO rollout temperature (`kag train grpo --temperature`; `benchmarks/grpo_learning.py`
+    #: measured 0.6 better than 1.0 for the greedy rate) and reward base (`--reward-base`)
+    grpo_temperature: float = 1.0
+    grpo_reward_base: str = "verifier"
+    #: a teacher's prompts: every training task of its family ("all") or those the SFT model
+    #: fails greedily ("failed": a `kag eval` probe of them first, at most `grpo_probe_limit`,
+    #: as `benchmarks/grpo_learning.py` does; measured there +12.5 points where "all" gave +3)
+    grpo_prompts: str = "all"
+    grpo_probe_limit: int | None = None
     #: OPD optimizer steps and learning rate (0 steps: no OPD stage; the SFT model is the student)
     opd_steps: int = 10
     opd_learning_rate: float = 5e-5
@@ -145,12 +171,37 @@ class LoopConfig:
             "hops",
             "sft_epochs",
             "later_sft_epochs",
+            "sft_max_seq_len",
+            "sft_rows",
+            "vocab_size",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("grpo_steps", "opd_steps", "student_tasks"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        from trainer.models import DIGIT_GROUPS
+
+        if self.digit_group not in DIGIT_GROUPS:
+            raise ValueError(
+                f"digit_group must be one of {', '.join(map(str, DIGIT_GROUPS))}, "
+                f"got {self.digit_group}"
+            )
+        if self.grpo_prompts not in GRPO_PROMPTS:
+            raise ValueError(
+                f"grpo_prompts must be one of {', '.join(GRPO_PROMPTS)}, got {self.grpo_prompts!r}"
+            )
+        if self.grpo_probe_limit is not None and self.grpo_probe_limit < 1:
+            raise ValueError(f"grpo_probe_limit must be >= 1, got {self.grpo_probe_limit}")
+        if not self.grpo_temperature > 0:
+            raise ValueError(f"grpo_temperature must be > 0, got {self.grpo_temperature}")
+        from trainer.grpo import REWARD_BASES
+
+        if self.grpo_reward_base not in REWARD_BASES:
+            raise ValueError(
+                f"grpo_reward_base must be one of {', '.join(REWARD_BASES)}, "
+                f"got {self.grpo_reward_base!r}"
+            )
         if not self.loop_id or any(c in self.loop_id for c in ":/ "):
             raise ValueError(f"loop id {self.loop_id!r} must be non-empty, without ':', '/' or ' '")
 
@@ -397,9 +448,8 @@ class Loop:
         }
 
     def _demos(self, stage: str, r: int, done: dict[str, StageRecord]) -> dict[str, Any]:
-        return self._selfplay(
-            stage, ["--engine", "oracle"], self.config.demos, str(self.config.hops)
-        )
+        engine = ["--engine", "oracle"] + ([] if self.config.grow_demos else ["--no-grow"])
+        return self._selfplay(stage, engine, self.config.demos, str(self.config.hops))
 
     def _export_sft(self, stage: str, r: int, done: dict[str, StageRecord]) -> dict[str, Any]:
         out = self._path("datasets", f"r{r}", "sft")
@@ -410,6 +460,8 @@ class Loop:
         out = self._path("models", "base")
         corpus = done["r0-export-sft"].outputs["path"]
         argv = ["model", "tiny", str(out), "--seed", str(self.config.seed), "--corpus", corpus]
+        argv += ["--vocab-size", str(self.config.vocab_size)]
+        argv += ["--digit-group", str(self.config.digit_group)]
         if out.exists():  # a kill while it was written: build it again
             shutil.rmtree(out)
         self._kag(stage, [*argv, *self._g])
@@ -429,7 +481,8 @@ class Loop:
         data = done[f"r{r}-export-sft"].outputs["path"]
         out = self._path("runs", f"r{r}-sft")
         argv = ["train", "sft", "--data", data, "--model", start, "--out", str(out)]
-        argv += ["--max-seq-len", "1024", "--micro-batch-rows", "4", "--weight-decay", "0"]
+        argv += ["--max-seq-len", str(c.sft_max_seq_len), "--micro-batch-rows", str(c.sft_rows)]
+        argv += ["--weight-decay", "0"]
         epochs = c.sft_epochs if r == 0 else c.later_sft_epochs
         lr = c.sft_learning_rate if r == 0 else c.later_sft_learning_rate
         argv += ["--learning-rate", str(lr), "--num-epochs", str(epochs)]
@@ -449,14 +502,35 @@ class Loop:
         rl = self._path("datasets", f"r{r}", f"rl-{family}")
         self._kag(stage, ["export", "rl", str(rl), "--family", family, "--overwrite", *self._g])
         start = done[f"r{r}-sft"].outputs["model"]
+        if c.grpo_prompts == "failed":
+            rl = self._failed_prompts(stage, family, rl, start)
         out = self._path("runs", f"r{r}-grpo-{family}")
         argv = ["train", "grpo", "--data", str(rl), "--model", start, "--out", str(out)]
         argv += ["--steps", str(c.grpo_steps), "--samples", str(c.grpo_samples)]
         argv += ["--groups-per-step", str(c.grpo_groups), "--lr", str(c.grpo_learning_rate)]
         argv += ["--kl-coef", "0", "--max-turns", str(c.max_turns), "--seed", str(c.seed)]
+        argv += ["--temperature", str(c.grpo_temperature), "--reward-base", c.grpo_reward_base]
         argv += ["--name", self.config.run_id(stage), "--save-every", "5", *self._g]
         self._kag(stage, argv)
         return {"model": str(out / "model"), "run_dir": str(out), "start": start, "data": str(rl)}
+
+    def _failed_prompts(self, stage: str, family: str, rl: Path, model: str) -> Path:
+        """The `rl` dataset of the tasks of `rl` that `model` fails greedily (a `kag eval` probe
+        of at most `grpo_probe_limit` of them, the Run `LOOP_ID-rR-grpo-F-probe`)."""
+        c = self.config
+        probe = f"{c.run_id(stage)}-probe"
+        argv = ["eval", "--model", model, "--tasks", f"dataset:{rl}", "--run-id", probe]
+        argv += ["--max-turns", str(c.max_turns), "--no-progress", *self._g]
+        if c.grpo_probe_limit:
+            argv += ["--limit", str(c.grpo_probe_limit)]
+        if family == "compute":
+            argv.append("--python-tool")
+        self._kag(stage, argv)
+        failed = rl.with_name(rl.name + "-failed")
+        argv = ["export", "rl", str(failed), "--run", probe, "--include-eval", "--family", family]
+        argv += ["--verdict", "rejected", "--splits", "train=1.0", "--overwrite", *self._g]
+        self._kag(stage, argv)
+        return failed
 
     def _opd(self, stage: str, r: int, done: dict[str, StageRecord]) -> dict[str, Any]:
         c = self.config
@@ -626,6 +700,9 @@ def loop_parser(
 ) -> argparse.ArgumentParser:
     """The arguments of `kag loop` (`kag demo` takes the same with its own defaults, and its own
     `families` when `--family` is not given)."""
+    from trainer.grpo import REWARD_BASES
+    from trainer.models import DIGIT_GROUPS
+
     d = LoopConfig(workdir=".")
     families = tuple(families or d.families)
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
@@ -640,36 +717,71 @@ def loop_parser(
         choices=LOOP_FAMILIES,
         help=f"task family, one teacher each (repeatable; default: {' '.join(families)})",
     )
-    for name, help_text in (
-        ("rounds", "rounds of SFT, teachers, OPD and student self-play"),
-        ("world_size", "entities of the synthetic world"),
-        ("heldout", "held-out tasks per family"),
-        ("demos", "oracle demonstrations in round 0"),
-        ("hops", "hop count of demonstrations and held-out tasks"),
-        ("sft_epochs", "SFT epochs of round 0"),
-        ("later_sft_epochs", "SFT epochs of later rounds"),
-        ("sft_max_steps", "SFT steps at most"),
-        ("grpo_steps", "GRPO steps per teacher (0: no teachers, no OPD)"),
-        ("grpo_samples", "GRPO rollouts per prompt"),
-        ("grpo_groups", "GRPO prompts per step"),
-        ("opd_steps", "OPD steps (0: no OPD; the SFT model is the student)"),
-        ("student_tasks", "tasks the student self-plays per round"),
-        ("max_turns", "turn budget of every rollout"),
-        ("seed", "seed of every stage"),
-    ):
+    # every other setting: (field, type, choices or None, help)
+    options: tuple[tuple[str, type, Sequence[Any] | None, str], ...] = (
+        ("rounds", int, None, "rounds of SFT, teachers, OPD and student self-play"),
+        ("world_size", int, None, "entities of the synthetic world"),
+        ("heldout", int, None, "held-out tasks per family"),
+        ("demos", int, None, "oracle demonstrations in round 0"),
+        ("hops", int, None, "hop count of demonstrations and held-out tasks"),
+        ("sft_epochs", int, None, "SFT epochs of round 0"),
+        ("later_sft_epochs", int, None, "SFT epochs of later rounds"),
+        ("sft_max_steps", int, None, "SFT steps at most"),
+        ("sft_max_seq_len", int, None, "SFT packed-row length (2048 for compute demonstrations)"),
+        ("sft_rows", int, None, "SFT rows per optimizer step"),
+        (
+            "vocab_size",
+            int,
+            None,
+            "tokenizer BPE target (1024 measured better)",
+        ),
+        ("grpo_steps", int, None, "GRPO steps per teacher (0: no teachers, no OPD)"),
+        ("grpo_samples", int, None, "GRPO rollouts per prompt"),
+        ("grpo_groups", int, None, "GRPO prompts per step"),
+        ("opd_steps", int, None, "OPD steps (0: no OPD; the SFT model is the student)"),
+        ("student_tasks", int, None, "tasks the student self-plays per round"),
+        ("max_turns", int, None, "turn budget of every rollout"),
+        ("seed", int, None, "seed of every stage"),
+        ("sft_learning_rate", float, None, "SFT learning rate of round 0"),
+        ("later_sft_learning_rate", float, None, "SFT learning rate of later rounds"),
+        ("grpo_learning_rate", float, None, "GRPO learning rate"),
+        ("grpo_temperature", float, None, "GRPO rollout temperature"),
+        ("opd_learning_rate", float, None, "OPD learning rate"),
+        (
+            "digit_group",
+            int,
+            DIGIT_GROUPS,
+            "digits per number token of the tokenizer (3 for compute)",
+        ),
+        ("grpo_reward_base", str, REWARD_BASES, "GRPO reward: the verifiers' graded one or 1/0"),
+        (
+            "grpo_prompts",
+            str,
+            GRPO_PROMPTS,
+            "a teacher's prompts: all its family's training tasks, or those the SFT model "
+            "fails greedily (a kag eval probe first)",
+        ),
+    )
+    for name, kind, choices, help_text in options:
         p.add_argument(
             "--" + name.replace("_", "-"),
-            type=int,
+            type=kind,
+            choices=choices,
             default=getattr(d, name),
             help=f"{help_text} (default: %(default)s)",
         )
-    for name in (
-        "sft_learning_rate",
-        "later_sft_learning_rate",
-        "grpo_learning_rate",
-        "opd_learning_rate",
-    ):
-        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    p.add_argument(
+        "--grpo-probe-limit",
+        type=int,
+        default=d.grpo_probe_limit,
+        help="with --grpo-prompts failed: probe at most N tasks per family (default: all)",
+    )
+    p.add_argument(
+        "--no-grow-demos",
+        dest="grow_demos",
+        action="store_false",
+        help="oracle demonstrations write no derived facts back (kag selfplay run --no-grow)",
+    )
     p.add_argument("--retrain-teachers", action="store_true", help="train new teachers every round")
     p.add_argument("--stop-after", metavar="STAGE", help="stop after this stage (resume later)")
     p.add_argument("--no-report", action="store_true", help="do not write report.md")
