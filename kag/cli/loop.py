@@ -180,28 +180,23 @@ class LoopConfig:
         for name in ("grpo_steps", "opd_steps", "student_tasks"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        from trainer.grpo import REWARD_BASES
         from trainer.models import DIGIT_GROUPS
 
-        if self.digit_group not in DIGIT_GROUPS:
-            raise ValueError(
-                f"digit_group must be one of {', '.join(map(str, DIGIT_GROUPS))}, "
-                f"got {self.digit_group}"
-            )
-        if self.grpo_prompts not in GRPO_PROMPTS:
-            raise ValueError(
-                f"grpo_prompts must be one of {', '.join(GRPO_PROMPTS)}, got {self.grpo_prompts!r}"
-            )
+        for name, choices in (
+            ("digit_group", DIGIT_GROUPS),
+            ("grpo_prompts", GRPO_PROMPTS),
+            ("grpo_reward_base", REWARD_BASES),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(map(str, choices))}, "
+                    f"got {getattr(self, name)!r}"
+                )
         if self.grpo_probe_limit is not None and self.grpo_probe_limit < 1:
             raise ValueError(f"grpo_probe_limit must be >= 1, got {self.grpo_probe_limit}")
         if not self.grpo_temperature > 0:
             raise ValueError(f"grpo_temperature must be > 0, got {self.grpo_temperature}")
-        from trainer.grpo import REWARD_BASES
-
-        if self.grpo_reward_base not in REWARD_BASES:
-            raise ValueError(
-                f"grpo_reward_base must be one of {', '.join(REWARD_BASES)}, "
-                f"got {self.grpo_reward_base!r}"
-            )
         if not self.loop_id or any(c in self.loop_id for c in ":/ "):
             raise ValueError(f"loop id {self.loop_id!r} must be non-empty, without ':', '/' or ' '")
 
@@ -526,6 +521,12 @@ class Loop:
         if family == "compute":
             argv.append("--python-tool")
         self._kag(stage, argv)
+        if _run_counters(c.graph_url, probe).get("accept_rate") == 1.0:
+            raise UserError(
+                f"the SFT model solves every probed {family} task (Run {probe!r}), so there are "
+                "no failed prompts to train a teacher on: rerun with --grpo-prompts all, a "
+                "larger --grpo-probe-limit or another --loop-id"
+            )
         failed = rl.with_name(rl.name + "-failed")
         argv = ["export", "rl", str(failed), "--run", probe, "--include-eval", "--family", family]
         argv += ["--verdict", "rejected", "--splits", "train=1.0", "--overwrite", *self._g]
@@ -729,12 +730,7 @@ def loop_parser(
         ("sft_max_steps", int, None, "SFT steps at most"),
         ("sft_max_seq_len", int, None, "SFT packed-row length (2048 for compute demonstrations)"),
         ("sft_rows", int, None, "SFT rows per optimizer step"),
-        (
-            "vocab_size",
-            int,
-            None,
-            "tokenizer BPE target (1024 measured better)",
-        ),
+        ("vocab_size", int, None, "tokenizer BPE target (1024 measured better)"),
         ("grpo_steps", int, None, "GRPO steps per teacher (0: no teachers, no OPD)"),
         ("grpo_samples", int, None, "GRPO rollouts per prompt"),
         ("grpo_groups", int, None, "GRPO prompts per step"),
@@ -747,12 +743,7 @@ def loop_parser(
         ("grpo_learning_rate", float, None, "GRPO learning rate"),
         ("grpo_temperature", float, None, "GRPO rollout temperature"),
         ("opd_learning_rate", float, None, "OPD learning rate"),
-        (
-            "digit_group",
-            int,
-            DIGIT_GROUPS,
-            "digits per number token of the tokenizer (3 for compute)",
-        ),
+        ("digit_group", int, DIGIT_GROUPS, "digits per number token (3 for compute)"),
         ("grpo_reward_base", str, REWARD_BASES, "GRPO reward: the verifiers' graded one or 1/0"),
         (
             "grpo_prompts",
