@@ -25,7 +25,7 @@ import kag
 from kag.cli import main as kag_main
 from kag.cli.demo import DEMO_FAMILIES
 from kag.cli.loop import LoopConfig, steer_hops
-from trainer.grpo_train import read_prompt_ids
+from trainer.grpo_train import read_prompt_ids, run_id_of_step
 
 #: the reduced demo: two rounds, both families, every stage, a few steps each
 SMALL = [
@@ -35,6 +35,7 @@ SMALL = [
     # the knobs of the learning setup reach the commands they are for
     "--vocab-size", "1024", "--digit-group", "3", "--sft-max-seq-len", "1536", "--sft-rows", "2",
     "--grpo-temperature", "0.8", "--grpo-prompts", "failed", "--grpo-probe-limit", "6",
+    "--opd-temperature", "0.7", "--opd-prompts-per-step", "2",
 ]  # fmt: skip
 #: the resumed loop: two rounds without teachers (fewer engine starts), so a kill is affordable
 RESUMABLE = [
@@ -94,6 +95,8 @@ def test_loop_stages_train_teachers_once_and_skip_the_last_rounds_student() -> N
         ({"grpo_prompts": "some"}, "grpo_prompts must be one of all, failed"),
         ({"grpo_probe_limit": 0}, "grpo_probe_limit must be >= 1"),
         ({"grpo_temperature": 0.0}, "grpo_temperature must be > 0"),
+        ({"opd_temperature": -1.0}, "opd_temperature must be > 0"),
+        ({"opd_prompts_per_step": 0}, "opd_prompts_per_step must be >= 1"),
         ({"sft_rows": 0}, "sft_rows must be >= 1"),
     ],
 )
@@ -242,6 +245,14 @@ def test_demo_records_every_stage_and_the_student_data_feeds_round_one(demo: Pat
         ]
     assert 0 < len(probed) <= 6 and prompts
     assert prompts <= {t.task_id for t in probed if t.verdict == "rejected"}
+    # the OPD stage's prompts per step and sampling temperature
+    opd = json.loads((demo / "runs" / "r0-opd" / "run.json").read_text())["config"]
+    assert opd["opd"]["prompts_per_step"] == 2
+    drawn = (demo / "runs" / "r0-opd" / "prompts.jsonl").read_text().splitlines()
+    assert [len(json.loads(line)["task_ids"]) for line in drawn] == [2]
+    with kag.open(url) as graph:
+        (step_run,) = graph.store.get_nodes("Run", [run_id_of_step("r0-opd", 1)])
+    assert step_run.config["temperature"] == 0.7
 
 
 # -- killed and resumed --------------------------------------------------------------------

@@ -144,6 +144,10 @@ class LoopConfig:
     #: OPD optimizer steps and learning rate (0 steps: no OPD stage; the SFT model is the student)
     opd_steps: int = 10
     opd_learning_rate: float = 5e-5
+    #: OPD prompts rolled out per step and the student's sampling temperature (`kag train opd
+    #: --prompts-per-step --temperature`; their defaults there)
+    opd_prompts_per_step: int = 8
+    opd_temperature: float = 1.0
     #: train new teachers every round from that round's SFT model (else round 0's teachers teach
     #: every round's OPD)
     retrain_teachers: bool = False
@@ -174,6 +178,7 @@ class LoopConfig:
             "sft_max_seq_len",
             "sft_rows",
             "vocab_size",
+            "opd_prompts_per_step",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -195,8 +200,9 @@ class LoopConfig:
                 )
         if self.grpo_probe_limit is not None and self.grpo_probe_limit < 1:
             raise ValueError(f"grpo_probe_limit must be >= 1, got {self.grpo_probe_limit}")
-        if not self.grpo_temperature > 0:
-            raise ValueError(f"grpo_temperature must be > 0, got {self.grpo_temperature}")
+        for name in ("grpo_temperature", "opd_temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not self.loop_id or any(c in self.loop_id for c in ":/ "):
             raise ValueError(f"loop id {self.loop_id!r} must be non-empty, without ':', '/' or ' '")
 
@@ -544,6 +550,8 @@ class Loop:
         out = self._path("runs", f"r{r}-opd")
         argv = ["train", "opd", "--data", str(data), "--student", start, *teachers]
         argv += ["--out", str(out), "--steps", str(c.opd_steps), "--lr", str(c.opd_learning_rate)]
+        argv += ["--prompts-per-step", str(c.opd_prompts_per_step)]
+        argv += ["--temperature", str(c.opd_temperature)]
         argv += ["--max-turns", str(c.max_turns), "--seed", str(c.seed), *self._g]
         self._kag(stage, argv)
         return {"model": str(out / "model"), "run_dir": str(out), "start": start, "data": str(data)}
@@ -735,6 +743,7 @@ def loop_parser(
         ("grpo_samples", int, None, "GRPO rollouts per prompt"),
         ("grpo_groups", int, None, "GRPO prompts per step"),
         ("opd_steps", int, None, "OPD steps (0: no OPD; the SFT model is the student)"),
+        ("opd_prompts_per_step", int, None, "OPD prompts rolled out per step"),
         ("student_tasks", int, None, "tasks the student self-plays per round"),
         ("max_turns", int, None, "turn budget of every rollout"),
         ("seed", int, None, "seed of every stage"),
@@ -743,6 +752,7 @@ def loop_parser(
         ("grpo_learning_rate", float, None, "GRPO learning rate"),
         ("grpo_temperature", float, None, "GRPO rollout temperature"),
         ("opd_learning_rate", float, None, "OPD learning rate"),
+        ("opd_temperature", float, None, "OPD student's sampling temperature"),
         ("digit_group", int, DIGIT_GROUPS, "digits per number token (3 for compute)"),
         ("grpo_reward_base", str, REWARD_BASES, "GRPO reward: the verifiers' graded one or 1/0"),
         (

@@ -164,7 +164,11 @@ def main(argv: list[str]) -> int:
         def rollouts_for(run_id: str) -> tuple[RolloutSource, Any]:
             from kag.schema import Run
 
-            run = Run(id=run_id, kind="train", config={"stage": "opd", "model": args.student})
+            # the sampling the rollouts were made with, for their provenance
+            sampling = {"temperature": solver.temperature, "max_turns": solver.max_turns}
+            run = Run(
+                id=run_id, kind="train", config={"stage": "opd", "model": args.student, **sampling}
+            )
             source = RolloutSource(
                 store, policy, tools=tools, run_id=run_id, solver=solver, scorer=scorer, setup=setup
             )
