@@ -36,6 +36,7 @@ SMALL = [
     "--vocab-size", "1024", "--digit-group", "3", "--sft-max-seq-len", "1536", "--sft-rows", "2",
     "--grpo-temperature", "0.8", "--grpo-prompts", "failed", "--grpo-probe-limit", "6",
     "--opd-temperature", "0.7", "--opd-prompts-per-step", "2",
+    "--hidden-size", "192", "--heads", "3", "--layers", "1",
 ]  # fmt: skip
 #: the resumed loop: two rounds without teachers (fewer engine starts), so a kill is affordable
 RESUMABLE = [
@@ -98,6 +99,8 @@ def test_loop_stages_train_teachers_once_and_skip_the_last_rounds_student() -> N
         ({"opd_temperature": -1.0}, "opd_temperature must be > 0"),
         ({"opd_prompts_per_step": 0}, "opd_prompts_per_step must be >= 1"),
         ({"sft_rows": 0}, "sft_rows must be >= 1"),
+        ({"heads": 0}, "heads must be >= 1"),
+        ({"hidden_size": 256, "heads": 8}, "model shape .*head_dim 32 < 64"),
     ],
 )
 def test_loop_config_names_what_is_wrong(changes: dict, message: str) -> None:
@@ -227,6 +230,12 @@ def test_demo_records_every_stage_and_the_student_data_feeds_round_one(demo: Pat
     # SMALL's tokenizer, SFT and GRPO settings are those the models were made with
     tiny = json.loads((demo / "models" / "base" / "kag_tiny_model.json").read_text())
     assert (tiny["vocab_size"], tiny["digit_group"]) == (1024, 3)
+    shape = json.loads((demo / "models" / "base" / "config.json").read_text())
+    assert (shape["hidden_size"], shape["num_attention_heads"], shape["num_hidden_layers"]) == (
+        192,
+        3,
+        1,
+    )
     sft = json.loads((demo / "runs" / "r0-sft" / "run.json").read_text())["config"]
     assert (sft["max_seq_len"], sft["micro_batch_rows"]) == (1536, 2)
     grpo = json.loads((demo / "runs" / "r0-grpo-search" / "run.json").read_text())["config"]

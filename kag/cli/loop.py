@@ -111,6 +111,11 @@ class LoopConfig:
     #: groups of 3 for compute (README, "A tiny agent that learns")
     vocab_size: int = 4096
     digit_group: int = 1
+    #: the base model's shape (`kag model tiny --hidden-size --heads --layers`, its defaults);
+    #: vLLM's CPU attention needs hidden_size / heads >= 64
+    hidden_size: int = 128
+    heads: int = 2
+    layers: int = 2
     #: SFT packed-row length and rows per optimizer step; compute demonstrations run to 1,850
     #: tokens, so give 2048 and 2 for them
     sft_max_seq_len: int = 1024
@@ -179,6 +184,9 @@ class LoopConfig:
             "sft_rows",
             "vocab_size",
             "opd_prompts_per_step",
+            "hidden_size",
+            "heads",
+            "layers",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -186,7 +194,7 @@ class LoopConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         from trainer.grpo import REWARD_BASES
-        from trainer.models import DIGIT_GROUPS
+        from trainer.models import DIGIT_GROUPS, TinyModelConfig
 
         for name, choices in (
             ("digit_group", DIGIT_GROUPS),
@@ -198,6 +206,18 @@ class LoopConfig:
                     f"{name} must be one of {', '.join(map(str, choices))}, "
                     f"got {getattr(self, name)!r}"
                 )
+        try:  # the shape `kag model tiny` would refuse, refused before any stage runs
+            TinyModelConfig(
+                hidden_size=self.hidden_size,
+                num_attention_heads=self.heads,
+                num_key_value_heads=self.heads,
+                num_hidden_layers=self.layers,
+            )
+        except ValueError as err:
+            raise ValueError(
+                f"model shape hidden_size {self.hidden_size}, heads {self.heads}, layers "
+                f"{self.layers}: {err}"
+            ) from None
         if self.grpo_probe_limit is not None and self.grpo_probe_limit < 1:
             raise ValueError(f"grpo_probe_limit must be >= 1, got {self.grpo_probe_limit}")
         for name in ("grpo_temperature", "opd_temperature"):
@@ -463,6 +483,8 @@ class Loop:
         argv = ["model", "tiny", str(out), "--seed", str(self.config.seed), "--corpus", corpus]
         argv += ["--vocab-size", str(self.config.vocab_size)]
         argv += ["--digit-group", str(self.config.digit_group)]
+        argv += ["--hidden-size", str(self.config.hidden_size), "--heads", str(self.config.heads)]
+        argv += ["--layers", str(self.config.layers)]
         if out.exists():  # a kill while it was written: build it again
             shutil.rmtree(out)
         self._kag(stage, [*argv, *self._g])
@@ -739,6 +761,9 @@ def loop_parser(
         ("sft_max_seq_len", int, None, "SFT packed-row length (2048 for compute demonstrations)"),
         ("sft_rows", int, None, "SFT rows per optimizer step"),
         ("vocab_size", int, None, "tokenizer BPE target (1024 measured better)"),
+        ("hidden_size", int, None, "base model width"),
+        ("heads", int, None, "base model attention heads (hidden size / heads >= 64)"),
+        ("layers", int, None, "base model layers"),
         ("grpo_steps", int, None, "GRPO steps per teacher (0: no teachers, no OPD)"),
         ("grpo_samples", int, None, "GRPO rollouts per prompt"),
         ("grpo_groups", int, None, "GRPO prompts per step"),
