@@ -108,6 +108,22 @@ def test_loop_config_names_what_is_wrong(changes: dict, message: str) -> None:
         LoopConfig(workdir="w", **changes)
 
 
+def test_loop_defaults_are_those_of_the_commands_they_feed() -> None:
+    """The loop repeats `kag model tiny`'s and `kag train opd`'s defaults (importing them would
+    load torch with every `kag` command): a change there must show up here."""
+    from trainer.models import TinyModelConfig
+    from trainer.opd import OPDConfig
+
+    loop, tiny = LoopConfig(workdir="w"), TinyModelConfig()
+    assert (loop.vocab_size, loop.digit_group) == (tiny.vocab_size, tiny.digit_group)
+    assert (loop.hidden_size, loop.heads, loop.layers) == (
+        tiny.hidden_size,
+        tiny.num_attention_heads,
+        tiny.num_hidden_layers,
+    )
+    assert loop.opd_prompts_per_step == OPDConfig().prompts_per_step
+
+
 def test_student_is_steered_to_the_hops_it_fails_at() -> None:
     assert steer_hops({"2": {"accept_rate": 0.9}, "3": {"accept_rate": 0.2}}, base=2) == "3-4"
     assert steer_hops({"2": {"accept_rate": 0.0}, "3": {"accept_rate": 0.5}}, base=2) == "2-4"
@@ -231,11 +247,11 @@ def test_demo_records_every_stage_and_the_student_data_feeds_round_one(demo: Pat
     tiny = json.loads((demo / "models" / "base" / "kag_tiny_model.json").read_text())
     assert (tiny["vocab_size"], tiny["digit_group"]) == (1024, 3)
     shape = json.loads((demo / "models" / "base" / "config.json").read_text())
-    assert (shape["hidden_size"], shape["num_attention_heads"], shape["num_hidden_layers"]) == (
-        192,
-        3,
-        1,
-    )
+    assert {k: shape[k] for k in ("hidden_size", "num_attention_heads", "num_hidden_layers")} == {
+        "hidden_size": 192,
+        "num_attention_heads": 3,
+        "num_hidden_layers": 1,
+    }
     sft = json.loads((demo / "runs" / "r0-sft" / "run.json").read_text())["config"]
     assert (sft["max_seq_len"], sft["micro_batch_rows"]) == (1536, 2)
     grpo = json.loads((demo / "runs" / "r0-grpo-search" / "run.json").read_text())["config"]
