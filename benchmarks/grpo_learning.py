@@ -91,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--kl-coef", type=float, default=0.0)
     parser.add_argument(
+        "--mini-batches",
+        type=int,
+        default=1,
+        help="`kag train grpo --mini-batches`: optimizer steps per batch of rollouts",
+    )
+    parser.add_argument(
         "--temperature",
         type=float,
         default=0.6,
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         + ["--steps", str(args.steps), "--samples", str(args.samples)]
         + ["--groups-per-step", str(args.groups_per_step), "--lr", str(args.lr)]
         + ["--kl-coef", str(args.kl_coef), "--temperature", str(args.temperature)]
-        + ["--reward-base", args.reward_base]
+        + ["--reward-base", args.reward_base, "--mini-batches", str(args.mini_batches)]
         + ["--max-turns", str(args.max_turns), "--seed", str(args.seed), "--name", name],
         json_out=True,
     )
@@ -182,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                     "groups_per_step": args.groups_per_step,
                     "lr": args.lr,
                     "kl_coef": args.kl_coef,
+                    "mini_batches": args.mini_batches,
                     "temperature": args.temperature,
                     "reward_base": args.reward_base,
                     "max_turns": args.max_turns,

@@ -304,3 +304,71 @@ def test_at_a_sampling_temperature_the_trainer_scores_what_the_engine_sampled_fr
         engine_logp = torch.tensor(c.logprobs)
         assert (tempered - engine_logp).abs().max().item() < 1e-3
         assert (plain - engine_logp).abs().max().item() > 1e-2
+
+
+def _slice(batch, rows: slice):
+    from trainer.grpo_data import GRPOBatch
+
+    return GRPOBatch(**{f: getattr(batch, f)[rows] for f in GRPOBatch.__dataclass_fields__})
+
+
+def test_mini_batches_and_epochs_step_once_per_slice_against_the_policy_before_the_first(
+    tiny_model_dir,
+):
+    """`mini_batches=2, epochs=2`: four optimizer steps, on the first half, the second, the
+    first, the second, each scored against the log-probs of the model before the first step
+    (the "old" policy), so the later steps are off-policy and their ratios move off 1."""
+    from transformers import AutoModelForCausalLM
+
+    from trainer.grpo_data import GRPOBatch
+
+    g = torch.Generator().manual_seed(5)
+    rows, width = 6, 19
+    attn = torch.zeros(rows, width, dtype=torch.bool)
+    loss_mask = torch.zeros(rows, width, dtype=torch.bool)
+    for r, n in enumerate([19, 8, 14, 11, 5, 16]):
+        attn[r, :n] = True
+        loss_mask[r, n // 2 : n] = True
+    batch = GRPOBatch(
+        input_ids=torch.randint(0, 200, (rows, width), generator=g) * attn,
+        attention_mask=attn,
+        loss_mask=loss_mask,
+        advantages=torch.randn(rows, 1, generator=g).expand(rows, width) * loss_mask,
+        rollout_logp=torch.zeros(rows, width),
+        rollout_known=torch.zeros(rows, width, dtype=torch.bool),
+        rewards=torch.rand(rows, generator=g),
+    )
+    loss = GRPOLossConfig(kl_coef=0.0, moe_aux_coef=0.0)
+
+    def fresh():
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        return model, torch.optim.SGD(model.parameters(), lr=0.5)
+
+    model, optimizer = fresh()
+    config = GRPOStepConfig(learning_rate=0.5, loss=loss, mini_batches=2, epochs=2)
+    metrics = grpo_step(model, optimizer, batch, config=config)
+
+    by_hand, sgd = fresh()
+    with torch.no_grad():
+        old = token_logprobs(by_hand.train(), batch.input_ids, batch.attention_mask).logp
+    one = GRPOStepConfig(learning_rate=0.5, loss=loss)
+    steps = [
+        grpo_step(by_hand, sgd, _slice(batch, part), config=one, old_logp=old[part])
+        for _ in range(2)
+        for part in (slice(0, 3), slice(3, 6))
+    ]
+    assert metrics["updates"] == 4
+    assert metrics["n_tokens"] == float(loss_mask.sum())
+    for a, b in zip(model.parameters(), by_hand.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert steps[0]["ratio_mean"] == pytest.approx(1.0, abs=1e-6)  # the first step is on-policy
+    assert abs(steps[-1]["ratio_mean"] - 1.0) > 1e-3  # the last is not
+    assert metrics["ratio_mean"] == pytest.approx(sum(s["ratio_mean"] for s in steps) / 4)
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters()
+    assert any(not torch.allclose(a, b) for a, b in zip(model.parameters(), start, strict=True))
+
+
+def test_step_counts_must_be_positive_integers():
+    for field_name in ("mini_batches", "epochs"):
+        with pytest.raises(ValueError, match=field_name):
+            GRPOStepConfig(**{field_name: 0})

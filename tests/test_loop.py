@@ -35,7 +35,7 @@ SMALL = [
     # the knobs of the learning setup reach the commands they are for
     "--vocab-size", "1024", "--digit-group", "3", "--sft-max-seq-len", "1536", "--sft-rows", "2",
     "--grpo-temperature", "0.8", "--grpo-prompts", "failed", "--grpo-probe-limit", "6",
-    "--opd-temperature", "0.7", "--opd-prompts-per-step", "2",
+    "--grpo-mini-batches", "2", "--opd-temperature", "0.7", "--opd-prompts-per-step", "2",
     "--hidden-size", "192", "--heads", "3", "--layers", "1",
 ]  # fmt: skip
 #: the resumed loop: two rounds without teachers (fewer engine starts), so a kill is affordable
@@ -98,6 +98,7 @@ def test_loop_stages_train_teachers_once_and_skip_the_last_rounds_student() -> N
         ({"grpo_temperature": 0.0}, "grpo_temperature must be > 0"),
         ({"opd_temperature": -1.0}, "opd_temperature must be > 0"),
         ({"opd_prompts_per_step": 0}, "opd_prompts_per_step must be >= 1"),
+        ({"grpo_mini_batches": 0}, "grpo_mini_batches must be >= 1"),
         ({"sft_rows": 0}, "sft_rows must be >= 1"),
         ({"heads": 0}, "heads must be >= 1"),
         ({"hidden_size": 256, "heads": 8}, "model shape .*head_dim 32 < 64"),
@@ -256,6 +257,7 @@ def test_demo_records_every_stage_and_the_student_data_feeds_round_one(demo: Pat
     assert (sft["max_seq_len"], sft["micro_batch_rows"]) == (1536, 2)
     grpo = json.loads((demo / "runs" / "r0-grpo-search" / "run.json").read_text())["config"]
     assert grpo["grpo"]["step"]["temperature"] == 0.8
+    assert grpo["grpo"]["step"]["mini_batches"] == 2
     assert grpo["grpo"]["shaping"]["base"] == "verifier"
     # --grpo-prompts failed: the teacher's prompts are the probed search tasks the SFT model failed
     assert Path(grpo["data_dir"]).name == "rl-search-failed"

@@ -4,17 +4,18 @@
 |--------------------|------------------------------------------------------------------------|
 | `GRPOStepConfig`   | the loss (`GRPOLossConfig`) and the optimizer settings, with sources   |
 | `token_logprobs`   | per-token log-probs, entropies and the MoE load-balancing loss         |
-| `grpo_step`        | old/ref log-probs -> loss -> backward -> clip -> optimizer step         |
+| `grpo_step`        | old/ref log-probs -> loss -> backward -> clip -> optimizer step(s)      |
 | `RewardShaping`    | efficiency (turns past the free ones) and repeated-tool-call penalties |
 | `GRPOConfig`       | samples per prompt, groups per step, dynamic-sampling refills, the step |
 | `GRPOTrainer`      | `step(tasks)`: rollouts -> drop uniform groups -> batch -> step -> sync |
 
 `grpo_step` knows no engine and no graph. `GRPOTrainer` drives a rollout source and an engine
 it is given (duck-typed: `selfplay.generation.RolloutSource` and `selfplay.engines.vllm.
-VLLMEngine` fit), so `trainer` still imports no other package of the project. One optimizer step per batch of rollouts (verl's and TRL's default
-`ppo_epochs=1` / `num_iterations=1`): the "old" policy is then the current one before the step,
-so the ratio starts at 1 and the clipping acts only through `old_logp` given by a caller that
-reuses a batch; the mismatch against the engine is what `rollout_logp` corrects.
+VLLMEngine` fit), so `trainer` still imports no other package of the project. By default one
+optimizer step per batch of rollouts (verl's and TRL's default `ppo_epochs=1` /
+`num_iterations=1`): the "old" policy is then the current one before the step, so the ratio
+starts at 1 and the clipping acts only when `GRPOStepConfig.mini_batches` or `epochs` make
+several steps of one batch; the mismatch against the engine is what `rollout_logp` corrects.
 """
 
 from __future__ import annotations
@@ -73,6 +74,15 @@ class GRPOStepConfig:
     #: verl's `ppo_micro_batch_size_per_gpu` and TRL's `per_device_train_batch_size`; 8 keeps a
     #: step of 64 rollouts of 2,048 tokens under 4 GiB on the tiny model. None: one pass.
     micro_batch_rows: int | None = 8
+    #: optimizer steps per pass over a batch of rollouts: the batch is cut into this many
+    #: consecutive slices (verl's `train_batch_size / ppo_mini_batch_size`, TRL's
+    #: `steps_per_generation`); 1, one step per batch, as both default to. More steps learn more
+    #: from each batch's rollouts, whose generation is most of a step's time; the updates after
+    #: the first are off-policy and the clipping bounds them
+    mini_batches: int = 1
+    #: passes over each batch (verl's `ppo_epochs`, TRL's `num_iterations`, the GRPO paper's mu);
+    #: 1 as both
+    epochs: int = 1
 
     def __post_init__(self) -> None:
         if not self.learning_rate > 0:
@@ -84,6 +94,10 @@ class GRPOStepConfig:
             )
         if self.micro_batch_rows is not None and self.micro_batch_rows < 1:
             raise ValueError(f"micro_batch_rows must be >= 1 or None, got {self.micro_batch_rows}")
+        for name in ("mini_batches", "epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm}")
         if self.weight_decay < 0:
@@ -161,41 +175,117 @@ def grpo_step(
     ref_model: Any = None,
     old_logp: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """One optimizer step of GRPO on `batch`; returns the loss metrics plus `grad_norm`,
-    `reward_mean`, `reward_std` and seconds per phase (`time_ref_s`, `time_train_s`).
+    """GRPO's optimizer steps on one `batch` of rollouts; returns the loss metrics plus
+    `grad_norm`, `reward_mean`, `reward_std`, `updates` and seconds per phase (`time_ref_s`,
+    `time_old_s`, `time_train_s`).
 
-    The batch goes through the model `config.micro_batch_rows` rollouts at a time, longest
-    first, gradients accumulating, then one optimizer step: the same update as one pass over the
-    whole batch.
-    The loss metrics are those micro-batches' token-weighted means (`loss` is the whole
-    batch's, `n_tokens` the sum). `old_logp` defaults to the model's own log-probs before the
-    step (one step per batch). `ref_model` is needed when `config.loss.kl_coef` > 0 and is never
-    run otherwise.
+    With the defaults this is one optimizer step on the whole batch. `config.mini_batches`
+    splits the batch into that many consecutive slices (whole groups stay together when they
+    divide evenly), one optimizer step each, and `config.epochs` passes over them: verl's
+    `ppo_mini_batch_size` and `ppo_epochs`, TRL's `steps_per_generation` and `num_iterations`.
+    Every update after the first is off-policy, so the "old" log-probs are then taken once,
+    before the first update, and the clipping bounds how far the later updates move
+    (`clip_frac` > 0). Each update sends its rows through the model `config.micro_batch_rows` at
+    a time, longest first, gradients accumulating: the same update as one pass over its rows.
+    The loss metrics are the updates' means of their micro-batches' token-weighted means
+    (`loss` is a whole update's, `n_tokens` the batch's trained tokens). `old_logp` defaults
+    to the model's own log-probs before the first update. `ref_model` is needed when
+    `config.loss.kl_coef` > 0 and is never run otherwise.
     """
     loss_config = config.loss
     if loss_config.kl_coef > 0 and ref_model is None:
         raise ValueError("kl_coef > 0 needs ref_model (the frozen reference policy)")
     rows = batch.n_rollouts
-    size = config.micro_batch_rows or rows
+    n_slices = min(config.mini_batches, rows)
+    bounds = [round(i * rows / n_slices) for i in range(n_slices + 1)]
+    slices = [torch.arange(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    old_seconds = 0.0
+    if old_logp is None and len(slices) * config.epochs > 1:
+        started = time.perf_counter()
+        old_logp = _logprobs_of(model, batch, config)
+        old_seconds = time.perf_counter() - started
+    updates = [
+        _update(model, optimizer, batch, part, config, ref_model, old_logp)
+        for _ in range(config.epochs)
+        for part in slices
+    ]
+    out = {k: sum(u[k] for u in updates) / len(updates) for k in updates[0]}
+    out.update(
+        aggregation=float(AGGREGATIONS.index(loss_config.aggregation)),
+        n_tokens=float(batch.loss_mask.sum()),
+        micro_batches=float(sum(u["micro_batches"] for u in updates)),
+        updates=float(len(updates)),
+        reward_mean=float(batch.rewards.mean()),
+        reward_std=float(batch.rewards.std()) if batch.n_rollouts > 1 else 0.0,
+        rollout_known_frac=float(batch.rollout_known.sum() / batch.loss_mask.sum().clamp_min(1)),
+        time_ref_s=sum(u["time_ref_s"] for u in updates),
+        time_old_s=old_seconds,
+        time_train_s=sum(u["time_train_s"] for u in updates),
+    )
+    return out
+
+
+def _micro_chunks(
+    batch: GRPOBatch, rows: torch.Tensor, size: int | None
+) -> list[tuple[torch.Tensor, slice]]:
+    """`rows` in micro-batches of `size`, longest first, each with the columns it needs."""
     # longest rows first and together: each micro-batch pads only to rows of its own length (as
     # verl balances micro-batches by sequence length), and the peak memory comes at the start
-    order = torch.argsort(batch.attention_mask.sum(dim=-1), descending=True, stable=True)
-    chunks = [order[a : a + size] for a in range(0, rows, size)]
-    # each micro-batch's share of the batch's aggregate: trained tokens, or sequences
+    lengths = batch.attention_mask[rows].sum(dim=-1)
+    ordered = rows[torch.argsort(lengths, descending=True, stable=True)]
+    size = size or len(ordered)
+    out = []
+    for a in range(0, len(ordered), size):
+        chunk = ordered[a : a + size]
+        # right-padded: the micro-batch needs only its own longest row's columns
+        width = int(batch.attention_mask[chunk].sum(dim=-1).max().clamp_min(1))
+        out.append((chunk, slice(0, width)))
+    return out
+
+
+def _logprobs_of(model: Any, batch: GRPOBatch, config: GRPOStepConfig) -> torch.Tensor:
+    """The model's log-probs of every token of `batch` (0 past each row's columns), no grad."""
+    logp = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
+    model.train()
+    with torch.no_grad():
+        for chunk, cols in _micro_chunks(
+            batch, torch.arange(batch.n_rollouts), config.micro_batch_rows
+        ):
+            lp = token_logprobs(
+                model,
+                batch.input_ids[chunk, cols],
+                batch.attention_mask[chunk, cols],
+                with_entropy=False,
+                temperature=config.temperature,
+            ).logp
+            logp[chunk, cols] = lp.float()
+    return logp
+
+
+def _update(
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    batch: GRPOBatch,
+    rows: torch.Tensor,
+    config: GRPOStepConfig,
+    ref_model: Any,
+    old_logp: torch.Tensor | None,
+) -> dict[str, float]:
+    """One optimizer step on the `rows` of `batch`, gradients accumulated over micro-batches."""
+    loss_config = config.loss
+    chunks = _micro_chunks(batch, rows, config.micro_batch_rows)
+    # each micro-batch's share of the update's aggregate: trained tokens, or sequences
     per_row = batch.loss_mask.sum(dim=-1)
     if loss_config.aggregation == "sequence-mean":
         per_row = (per_row > 0).to(per_row.dtype)
-    total = float(per_row.sum().clamp_min(1))
+    total = float(per_row[rows].sum().clamp_min(1))
     ref_seconds = train_seconds = 0.0
     sums: dict[str, float] = {}
     token_total = 0.0
     loss_total = 0.0
     optimizer.zero_grad(set_to_none=True)
     model.train()
-    for chunk in chunks:
-        # right-padded: the micro-batch needs only its own longest row's columns
-        width = int(batch.attention_mask[chunk].sum(dim=-1).max().clamp_min(1))
-        cols = slice(0, width)
+    for chunk, cols in chunks:
         ids, attn = batch.input_ids[chunk, cols], batch.attention_mask[chunk, cols]
         mask = batch.loss_mask[chunk, cols]
         started = time.perf_counter()
@@ -240,14 +330,9 @@ def grpo_step(
     train_seconds += time.perf_counter() - started
     out = {k: v / max(token_total, 1.0) for k, v in sums.items()}
     out.update(
-        aggregation=float(AGGREGATIONS.index(loss_config.aggregation)),
-        n_tokens=token_total,
         micro_batches=float(len(chunks)),
         loss=loss_total,
         grad_norm=float(grad_norm),
-        reward_mean=float(batch.rewards.mean()),
-        reward_std=float(batch.rewards.std()) if batch.n_rollouts > 1 else 0.0,
-        rollout_known_frac=float(batch.rollout_known.sum() / batch.loss_mask.sum().clamp_min(1)),
         time_ref_s=ref_seconds,
         time_train_s=train_seconds,
     )

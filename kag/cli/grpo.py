@@ -52,6 +52,20 @@ def _parser() -> argparse.ArgumentParser:
         default=8,
         help="rollouts per forward/backward pass (gradients accumulate; default: %(default)s)",
     )
+    parser.add_argument(
+        "--mini-batches",
+        type=int,
+        default=1,
+        help="optimizer steps per batch of rollouts, each on a consecutive slice of it (verl's "
+        "ppo_mini_batch_size, TRL's steps_per_generation; default: 1)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=1,
+        help="passes over each batch of rollouts (verl's ppo_epochs, TRL's num_iterations; "
+        "default: 1)",
+    )
     parser.add_argument("--free-turns", type=int, default=4, help="turns without penalty")
     parser.add_argument("--turn-penalty", type=float, default=0.0, help="reward per extra turn")
     parser.add_argument(
@@ -292,6 +306,8 @@ def main(argv: list[str]) -> int:
                 temperature=args.temperature,
                 loss=GRPOLossConfig(kl_coef=args.kl_coef),
                 micro_batch_rows=args.micro_batch_rows,
+                mini_batches=args.mini_batches,
+                epochs=args.epochs,
             ),
         ),
     )

@@ -137,6 +137,8 @@ class LoopConfig:
     grpo_samples: int = 8
     grpo_groups: int = 4
     grpo_learning_rate: float = 5e-5
+    #: GRPO optimizer steps per batch of rollouts (`kag train grpo --mini-batches`)
+    grpo_mini_batches: int = 1
     #: GRPO rollout temperature (`kag train grpo --temperature`; `benchmarks/grpo_learning.py`
     #: measured 0.6 better than 1.0 for the greedy rate) and reward base (`--reward-base`)
     grpo_temperature: float = 1.0
@@ -184,6 +186,7 @@ class LoopConfig:
             "sft_rows",
             "vocab_size",
             "opd_prompts_per_step",
+            "grpo_mini_batches",
             "hidden_size",
             "heads",
             "layers",
@@ -533,6 +536,7 @@ class Loop:
         argv += ["--groups-per-step", str(c.grpo_groups), "--lr", str(c.grpo_learning_rate)]
         argv += ["--kl-coef", "0", "--max-turns", str(c.max_turns), "--seed", str(c.seed)]
         argv += ["--temperature", str(c.grpo_temperature), "--reward-base", c.grpo_reward_base]
+        argv += ["--mini-batches", str(c.grpo_mini_batches)]
         argv += ["--name", self.config.run_id(stage), "--save-every", "5", *self._g]
         self._kag(stage, argv)
         return {"model": str(out / "model"), "run_dir": str(out), "start": start, "data": str(rl)}
@@ -767,6 +771,7 @@ def loop_parser(
         ("grpo_steps", int, None, "GRPO steps per teacher (0: no teachers, no OPD)"),
         ("grpo_samples", int, None, "GRPO rollouts per prompt"),
         ("grpo_groups", int, None, "GRPO prompts per step"),
+        ("grpo_mini_batches", int, None, "GRPO optimizer steps per batch of rollouts"),
         ("opd_steps", int, None, "OPD steps (0: no OPD; the SFT model is the student)"),
         ("opd_prompts_per_step", int, None, "OPD prompts rolled out per step"),
         ("student_tasks", int, None, "tasks the student self-plays per round"),
