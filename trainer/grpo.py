@@ -21,6 +21,7 @@ several steps of one batch; the mismatch against the engine is what `rollout_log
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -198,7 +199,8 @@ def grpo_step(
     rows = batch.n_rollouts
     n_slices = min(config.mini_batches, rows)
     bounds = [round(i * rows / n_slices) for i in range(n_slices + 1)]
-    slices = [torch.arange(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    device = batch.input_ids.device
+    slices = [torch.arange(a, b, device=device) for a, b in itertools.pairwise(bounds)]
     old_seconds = 0.0
     if old_logp is None and len(slices) * config.epochs > 1:
         started = time.perf_counter()
@@ -245,12 +247,12 @@ def _micro_chunks(
 
 def _logprobs_of(model: Any, batch: GRPOBatch, config: GRPOStepConfig) -> torch.Tensor:
     """The model's log-probs of every token of `batch` (0 past each row's columns), no grad."""
-    logp = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
+    device = batch.input_ids.device
+    logp = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=device)
+    every = torch.arange(batch.n_rollouts, device=device)
     model.train()
     with torch.no_grad():
-        for chunk, cols in _micro_chunks(
-            batch, torch.arange(batch.n_rollouts), config.micro_batch_rows
-        ):
+        for chunk, cols in _micro_chunks(batch, every, config.micro_batch_rows):
             lp = token_logprobs(
                 model,
                 batch.input_ids[chunk, cols],
