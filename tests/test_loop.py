@@ -282,6 +282,43 @@ def test_demo_records_every_stage_and_the_student_data_feeds_round_one(demo: Pat
     assert step_run.config["temperature"] == 0.7
 
 
+# -- one tool set ------------------------------------------------------------------------
+
+
+def _tool_sets(store: Any, run_id: str) -> dict[str, set[tuple[str, ...]]]:
+    """The tool lists the trajectories of Run `run_id` were offered, per task family."""
+    trajectories = [t for b in store.iter_nodes("Trajectory", where={"run_id": run_id}) for t in b]
+    families = {t.id: t.family for t in store.get_nodes("Task", [t.task_id for t in trajectories])}
+    sets: dict[str, set[tuple[str, ...]]] = {}
+    for t in trajectories:
+        sets.setdefault(families[t.task_id], set()).add(tuple(t.props["tools"]))
+    return sets
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.vllm
+def test_a_search_teacher_of_a_compute_loop_is_probed_and_trained_with_the_sft_tool_set(
+    tmp_path: Path,
+) -> None:
+    # the demonstrations offer the python tool to search tasks too when compute is a family, so
+    # the search teacher's probe and rollouts must: a prompt without it is one SFT never showed
+    work, log = tmp_path / "tools", tmp_path / "loop.log"
+    argv = [*RESUMABLE, "--grpo-steps", "1", "--grpo-samples", "2", "--grpo-groups", "1"]
+    argv += ["--grpo-prompts", "failed", "--grpo-probe-limit", "2"]
+    done = _kag("loop", "--workdir", str(work), *argv, "--stop-after", "r0-grpo-search", log=log)
+    assert done.returncode == 0, log.read_text()[-3000:]
+    with kag.open(f"sqlite:///{work / 'kag.db'}") as graph:
+        store = graph.store
+        demos = _tool_sets(store, "loop-r0-demos")
+        assert set(demos) == {"search", "compute"}
+        (sft_tools,) = demos["search"]
+        assert "python@1" in sft_tools and demos["compute"] == {sft_tools}
+        for run in ("loop-r0-eval-sft", "loop-r0-grpo-search-probe"):
+            assert all(s == {sft_tools} for s in _tool_sets(store, run).values()), run
+        rollouts = _tool_sets(store, run_id_of_step("loop-r0-grpo-search", 1))
+        assert rollouts == {"search": {sft_tools}}
+
+
 # -- killed and resumed --------------------------------------------------------------------
 
 
