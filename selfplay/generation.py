@@ -200,7 +200,7 @@ def build_scorer(
 
     >>> scorer, close = build_scorer(SelfPlayConfig(engine="oracle"), tools)  # doctest: +SKIP
     >>> scorer.verifier_ids  # doctest: +SKIP
-    ['answer_match@2', 'evidence_coverage@2', 'no_shortcut@1', 'tool_call_validity@1', 'process@1', 'tool_step@1']
+    ['answer_match@2', 'evidence_coverage@2', 'no_shortcut@1', 'tool_call_validity@1', 'process@1', 'tool_step@2']
     """
     suites = {
         f: build_suite(config, family=f) for f in getattr(config, "families", ()) if f != "search"

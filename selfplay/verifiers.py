@@ -10,8 +10,9 @@
 | `no_shortcut@1`         | the question names no answer (`selfplay.answers.leaked_answer`)       | rule |
 | `instruction_following@1` | the final reply meets every output constraint of the task           | rule |
 |                         | (`selfplay.constraints`; score: the share met)                        |      |
-| `tool_step@1`           | per tool Step: call valid, observation informative, still on a path   | rule |
-|                         | that reaches an answer (Verifications with VERIFIES -> Step)          |      |
+| `tool_step@2`           | per tool Step: call valid, observation informative, still on a path   | rule |
+|                         | that reaches an answer, a python call's data literals seen earlier    |      |
+|                         | (Verifications with VERIFIES -> Step)                                 |      |
 | `llm_judge@1`           | an engine, shown question, answers and reply, says CORRECT            | llm  |
 | `bfcl_ast@1`            | the tool calls pass the task's BFCL answer key by BFCL's AST rules    | rule |
 |                         | (`selfplay.bfcl`; tool_use tasks imported from BFCL)                   |      |
@@ -44,6 +45,7 @@ from selfplay.bfcl import check_calls
 from selfplay.constraints import check_reply, task_constraints
 from selfplay.edit_tools import ScratchGraph, describe_edit, edit_key, edit_registry, state_diff
 from selfplay.graph_tools import entity_ids_in
+from selfplay.grounding import ungrounded_literals
 from selfplay.parsing import extract_answer
 
 __all__ = [
@@ -251,6 +253,23 @@ def tool_steps(trajectory: Any) -> list[ToolStep]:
     return out
 
 
+def _ungrounded_code(
+    step: ToolStep, messages: Sequence[Mapping[str, Any]]
+) -> list[int | float | str] | None:
+    """The data literals of a python step's code that no earlier user or tool message holds
+    (None: no code, or nothing to decide)."""
+    args = _json_or_none(step.arguments or "")
+    code = args.get("code") if isinstance(args, Mapping) else None
+    if not isinstance(code, str):
+        return None
+    seen = "\n".join(
+        str(m.get("content") or "")
+        for m in messages[: step.index]
+        if m.get("role") in ("user", "tool")
+    )
+    return ungrounded_literals(code, seen)
+
+
 def _observation_problem(text: str) -> str | None:
     """Why an observation tells the policy nothing (an error, or an empty result), else None."""
     if not text.strip():
@@ -300,7 +319,7 @@ class TrajectoryVerifier:
         raise NotImplementedError
 
 
-def _names(values: Sequence[str], limit: int = 5) -> str:
+def _names(values: Sequence[object], limit: int = 5) -> str:
     shown = ", ".join(repr(v) for v in values[:limit])
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
@@ -650,12 +669,18 @@ class ToolStepCheck(TrajectoryVerifier):
     |               | (`context.answer_path_entities`, else the task's own path and answers); |
     |               | for a call on no entity (a search), an entity its observation names     |
     |               | does; undecided when it names none                                     |
+    | `grounded`    | a `python` call only: every data literal of its code (numbers and      |
+    |               | strings in lists, operands of constant arithmetic) appears in an       |
+    |               | earlier user or tool message (`selfplay.grounding`): a value copied   |
+    |               | wrong from an observation fails the step that used it                  |
 
     A step passes when every decided check passes; its score is the share that passed.
     `verify` gives the trajectory-level summary (the mean step score) used by the reward.
+    Version 2 added `grounded` (only python steps carry it).
     """
 
     name: ClassVar[str] = "tool_step"
+    version: ClassVar[str] = "2"
 
     def verify_steps(
         self, task: Task, trajectory: Any, context: VerifyContext | None = None
@@ -665,8 +690,9 @@ class ToolStepCheck(TrajectoryVerifier):
         on_path_ids = context.answer_path_entities if context is not None else None
         if on_path_ids is None:
             on_path_ids = frozenset([*(task.path.get("entities") or ()), *task.answer_ids])
+        messages = trajectory_messages(trajectory)
         out: dict[int, VerifierResult] = {}
-        for step in tool_steps(trajectory):
+        for step in tool_steps(messages):
             checks: dict[str, bool | None] = {}
             why: list[str] = []
             if step.malformed:
@@ -697,6 +723,11 @@ class ToolStepCheck(TrajectoryVerifier):
                     )
             else:
                 checks["on_path"] = None
+            if step.name == "python" and not step.malformed:
+                missing = _ungrounded_code(step, messages)
+                checks["grounded"] = None if missing is None else not missing
+                if missing:
+                    why.append(f"the code's {_names(missing, 3)} appear in no earlier message")
             decided = [v for v in checks.values() if v is not None]
             out[step.index] = VerifierResult(
                 passed=all(decided),

@@ -264,7 +264,7 @@ def test_the_oracle_is_accepted_on_every_template_through_the_python_tool(sqlite
     assert Counter(s.verdict for s in scored) == {"accepted": 21}
     assert {s.reward for s in scored} == {1.0}
     on_steps = [v for s in scored for v in s.verifications if v.subject_kind == "Step"]
-    assert on_steps and {(v.verifier_id, v.passed) for v in on_steps} == {("tool_step@1", True)}
+    assert on_steps and {(v.verifier_id, v.passed) for v in on_steps} == {("tool_step@2", True)}
     for s in scored:
         calls = [
             c["function"]["name"]

@@ -64,11 +64,11 @@ def test_oracle_trajectories_are_all_accepted_with_every_edge_written(graph):
     assert edges["HAS_STEP"] == len(steps)
     assert edges["TRANSITIONS_TO"] == len(steps) - 8
     assert edges["USED_TOOL"] == len(tool_steps)
-    # one verdict per trajectory-level verifier, one per tool Step (tool_step@1, VERIFIES -> Step)
+    # one verdict per trajectory-level verifier, one per tool Step (tool_step@2, VERIFIES -> Step)
     assert edges["VERIFIES"] == edges["APPLIES"] == 8 * (n_verifiers - 1) + len(tool_steps)
     on_steps = [v for v in graph.iter_nodes("Verification") if v.subject_kind == "Step"]
     assert {v.subject_id for v in on_steps} == {s.id for s in tool_steps}
-    assert {(v.verifier_id, v.passed) for v in on_steps} == {("tool_step@1", True)}
+    assert {(v.verifier_id, v.passed) for v in on_steps} == {("tool_step@2", True)}
     assert edges["PRODUCED_BY"] == 8 + 4  # trajectories and tasks -> the run
     assert edges["CHECKED_BY"] == 4 * n_verifiers
     assert edges["SUPPORTS"] == sum(len(set(t.path["entities"])) for t in graph.iter_nodes("Task"))

@@ -381,6 +381,53 @@ def test_a_search_is_on_a_path_when_it_finds_an_entity_on_one():
     assert steps[6].checks["on_path"] is None
 
 
+def test_a_python_step_fails_when_its_code_uses_a_value_no_observation_gave():
+    """The compute failure a small model makes: the id is right, the value copied wrong. The
+    step check's `grounded` fails the python step that used it (and names the value), so the
+    process advantage blames that turn; a right copy and code without data stay passing."""
+    task = Task(
+        id="task:sum",
+        question='What is the total "population" of "Ada" and "Bo"?',
+        answers=("24430133",),
+        hops=1,
+        path={"entities": ["ada", "bo"], "relations": []},
+    )
+    facts = [
+        {"role": "system", "content": "Use the tools."},
+        {"role": "user", "content": task.question},
+        call(0, "get_entity", {"entity_id": "ada"}),
+        result(0, {"id": "ada", "name": "Ada", "props": {"population": 24430058}}, "get_entity"),
+        call(1, "get_entity", {"entity_id": "bo"}),
+        result(1, {"id": "bo", "name": "Bo", "props": {"population": 75}}, "get_entity"),
+    ]
+
+    def python_step(code: str) -> dict:
+        traj = [*facts, call(2, "python", {"code": code}), result(2, {"stdout": "1\n"}, "python")]
+        return ToolStepCheck().verify_steps(task, traj)[7]
+
+    right = python_step("print(sum([24430058, 75]))")
+    assert right.checks["grounded"] is True and right.passed is True and right.score == 1.0
+    wrong = python_step("print(sum([24430085, 75]))")
+    assert wrong.checks["grounded"] is False and wrong.passed is False
+    assert "24430085" in wrong.detail and "appear in no earlier message" in wrong.detail
+    # without a registry call_valid is undecided, and a python call acts on no entity
+    assert wrong.score == 0.5 and set(wrong.checks) == {
+        "call_valid",
+        "observation",
+        "on_path",
+        "grounded",
+    }
+    # a name in an argmax list counts as data too; the question's own words are seen
+    named = python_step("values = [('Ada', 24430058), ('Bob', 75)]\nprint(max(values)[0])")
+    assert named.checks["grounded"] is False and "'Bob'" in named.detail
+    # nothing to decide: no data literal, or code that does not parse
+    assert python_step("print(round(2 / 3, 2))").checks["grounded"] is None
+    assert python_step("print(sum([24430058, 75)").checks["grounded"] is None
+    # only python steps carry the check
+    steps = ToolStepCheck().verify_steps(task, facts)
+    assert all("grounded" not in s.checks for s in steps.values())
+
+
 def test_answer_paths_follow_every_chain_that_still_reaches_an_answer(graph):
     graph.upsert_entities([{"id": i, "name": i} for i in ("ada", "lon", "bath", "uk", "fr")])
     graph.upsert_relations(
@@ -550,8 +597,8 @@ def test_suite_gives_verification_records_with_deterministic_ids():
     )
     steps = [v for v in records if v.subject_kind == "Step"]
     assert [(v.id, v.subject_id, v.passed) for v in steps] == [
-        ("ver:traj:r:task:1:0#003:tool_step@1", "traj:r:task:1:0#003", True),
-        ("ver:traj:r:task:1:0#005:tool_step@1", "traj:r:task:1:0#005", True),
+        ("ver:traj:r:task:1:0#003:tool_step@2", "traj:r:task:1:0#003", True),
+        ("ver:traj:r:task:1:0#005:tool_step@2", "traj:r:task:1:0#005", True),
     ]
     assert steps[0].props["checks"] == {"call_valid": True, "observation": True, "on_path": True}
     assert records == res.verifications("traj:r:task:1:0")

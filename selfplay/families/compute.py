@@ -813,7 +813,7 @@ class NumericMatch(TrajectoryVerifier):
 def suite(*, judge: LLMJudge | None = None, reward: RewardConfig | None = None) -> VerifierSuite:
     """The compute family's suite. Required: `numeric_match@1`, `evidence_coverage@2`,
     `no_shortcut@1`, `tool_call_validity@1`; optional: `process@1` and the LLM judge when given;
-    steps: `tool_step@1`. The reward's outcome is `numeric_match`.
+    steps: `tool_step@2`. The reward's outcome is `numeric_match`.
 
     >>> suite().ids[:4]
     ['numeric_match@1', 'evidence_coverage@2', 'no_shortcut@1', 'tool_call_validity@1']

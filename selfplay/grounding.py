@@ -1,0 +1,139 @@
+"""Whether the data a python call computes with came from what the trajectory saw.
+
+A compute task is solved by reading values from tool observations and writing them into code
+(`print(sum([161, 75]))`). A small model copies an id or a name right and then a value wrong
+(`24430085` for `24430058`): the call runs, the answer is wrong, and nothing said which step
+went wrong. `ungrounded_literals` names the data literals of the code that no earlier message
+shows, so the `tool_step` check can fail that step (`check` "grounded").
+
+Data literals are the constants the code computes on, not its own parameters:
+
+| literal                                                    | checked | e.g.                      |
+|------------------------------------------------------------|---------|---------------------------|
+| a number or string inside a list, tuple, set or dict       | yes     | `[161, 75]`, `[("Ada", 3)]` |
+| a number operand of arithmetic on constants only           | yes     | `1999 - 1987`             |
+| a single-digit number, a bool, None                         | no      | `round(x, 2)`, `[0, 1]`   |
+| any other constant (a call argument, a format string, ...) | no      | `x * 100`, `"%.2f"`       |
+
+A number is grounded when an earlier message holds the same number (as a float: `3.50` and
+`3.5` agree); a string when an earlier message holds it verbatim.
+
+>>> ungrounded_literals("print(sum([161, 75]))", '{"props": {"population": 161}} 75')
+[]
+>>> ungrounded_literals("print(sum([161, 57]))", '{"props": {"population": 161}} 75')
+[57]
+>>> ungrounded_literals("print('hi')", "") is None  # no data literal: undecided
+True
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+__all__ = ["data_literals", "ungrounded_literals"]
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def _is_number(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, int | float)
+        and not isinstance(node.value, bool)
+    )
+
+
+def _constant_arithmetic(node: ast.AST) -> bool:
+    """A number, or arithmetic (and unary minus) over numbers only."""
+    if _is_number(node):
+        return True
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        return _constant_arithmetic(node.operand)
+    if isinstance(node, ast.BinOp):
+        return _constant_arithmetic(node.left) and _constant_arithmetic(node.right)
+    return False
+
+
+def data_literals(code: str) -> list[int | float | str] | None:
+    """The data literals of `code` in source order (see the module's table); None when the code
+    does not parse.
+
+    >>> data_literals("values = [('Ada', 1815), ('Bo', 9)]\\nprint(max(values, key=len))")
+    ['Ada', 1815, 'Bo']
+    >>> data_literals("print(1999 - 1987)")
+    [1999, 1987]
+    >>> data_literals("print(round(sum([12.5, -3]) / 2, 2))")
+    [12.5]
+    """
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+    found: list[tuple[int, int, int | float | str]] = []
+    seen_nodes: set[int] = set()
+
+    def take(node: ast.AST, value: int | float | str) -> None:
+        if id(node) in seen_nodes:
+            return
+        seen_nodes.add(id(node))
+        if isinstance(value, str):
+            if value.strip():
+                found.append((node.lineno, node.col_offset, value))
+        elif abs(value) >= 10 or (isinstance(value, float) and not value.is_integer()):
+            found.append((node.lineno, node.col_offset, value))
+
+    def element(node: ast.AST) -> None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            take(node, node.value)
+        elif _constant_arithmetic(node):
+            arithmetic(node)
+        elif isinstance(node, ast.List | ast.Tuple | ast.Set):
+            for e in node.elts:
+                element(e)
+        elif isinstance(node, ast.Dict):
+            for e in (*node.keys, *node.values):
+                if e is not None:
+                    element(e)
+
+    def arithmetic(node: ast.AST) -> None:
+        if isinstance(node, ast.BinOp):
+            arithmetic(node.left)
+            arithmetic(node.right)
+        elif isinstance(node, ast.UnaryOp) and _is_number(node.operand):
+            value = node.operand.value  # type: ignore[attr-defined]
+            take(node, -value if isinstance(node.op, ast.USub) else value)
+        elif isinstance(node, ast.UnaryOp):
+            arithmetic(node.operand)
+        elif _is_number(node):
+            take(node, node.value)  # type: ignore[attr-defined]
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.List | ast.Tuple | ast.Set | ast.Dict):
+            element(node)
+        elif isinstance(node, ast.BinOp) and _constant_arithmetic(node):
+            arithmetic(node)
+    return [v for _, _, v in sorted(found, key=lambda t: (t[0], t[1]))]
+
+
+def ungrounded_literals(code: str, seen: str) -> list[int | float | str] | None:
+    """The data literals of `code` that the text `seen` does not hold: `[]` when
+    every one is grounded, None when the code does not parse or has no data literal (nothing to
+    decide)."""
+    literals = data_literals(code)
+    if not literals:
+        return None
+    numbers: set[float] = set()
+    for match in _NUMBER.finditer(seen):
+        try:
+            numbers.add(float(match.group()))
+        except ValueError:  # pragma: no cover - the pattern only matches numbers
+            continue
+    missing: list[int | float | str] = []
+    for value in literals:
+        if isinstance(value, str):
+            if value not in seen:
+                missing.append(value)
+        elif float(value) not in numbers and float(-value) not in numbers:
+            missing.append(value)
+    return missing
