@@ -15,8 +15,8 @@ Data literals are the constants the code computes on, not its own parameters:
 | a single-digit number, a bool, None                         | no      | `round(x, 2)`, `[0, 1]`   |
 | any other constant (a call argument, a format string, ...) | no      | `x * 100`, `"%.2f"`       |
 
-A number is grounded when an earlier message holds the same number (as a float: `3.50` and
-`3.5` agree); a string when an earlier message holds it verbatim.
+A number is grounded when an earlier message holds the same number (as a float, sign ignored:
+`3.50` and `3.5` agree); a string when an earlier message holds it verbatim.
 
 >>> ungrounded_literals("print(sum([161, 75]))", '{"props": {"population": 161}} 75')
 []
@@ -71,32 +71,21 @@ def data_literals(code: str) -> list[int | float | str] | None:
     except (SyntaxError, ValueError):
         return None
     found: list[tuple[int, int, int | float | str]] = []
-    seen_nodes: set[int] = set()
+    taken: set[int] = set()  # a constant inside a list and a sum is met twice by the walk
 
     def take(node: ast.AST, value: int | float | str) -> None:
-        if id(node) in seen_nodes:
+        if id(node) in taken:
             return
-        seen_nodes.add(id(node))
+        taken.add(id(node))
         if isinstance(value, str):
-            if value.strip():
-                found.append((node.lineno, node.col_offset, value))
-        elif abs(value) >= 10 or (isinstance(value, float) and not value.is_integer()):
+            keep = bool(value.strip())
+        else:
+            keep = abs(value) >= 10 or (isinstance(value, float) and not value.is_integer())
+        if keep:
             found.append((node.lineno, node.col_offset, value))
 
-    def element(node: ast.AST) -> None:
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            take(node, node.value)
-        elif _constant_arithmetic(node):
-            arithmetic(node)
-        elif isinstance(node, ast.List | ast.Tuple | ast.Set):
-            for e in node.elts:
-                element(e)
-        elif isinstance(node, ast.Dict):
-            for e in (*node.keys, *node.values):
-                if e is not None:
-                    element(e)
-
     def arithmetic(node: ast.AST) -> None:
+        """The numbers of constant arithmetic, a signed number taken whole."""
         if isinstance(node, ast.BinOp):
             arithmetic(node.left)
             arithmetic(node.right)
@@ -108,11 +97,20 @@ def data_literals(code: str) -> list[int | float | str] | None:
         elif _is_number(node):
             take(node, node.value)  # type: ignore[attr-defined]
 
-    for node in ast.walk(tree):
-        if isinstance(node, ast.List | ast.Tuple | ast.Set | ast.Dict):
-            element(node)
+    for node in ast.walk(tree):  # nested containers are visited by the walk itself
+        if isinstance(node, ast.List | ast.Tuple | ast.Set):
+            elements = list(node.elts)
+        elif isinstance(node, ast.Dict):
+            elements = [e for e in (*node.keys, *node.values) if e is not None]
         elif isinstance(node, ast.BinOp) and _constant_arithmetic(node):
-            arithmetic(node)
+            elements = [node]
+        else:
+            continue
+        for e in elements:
+            if isinstance(e, ast.Constant) and isinstance(e.value, str):
+                take(e, e.value)
+            elif _constant_arithmetic(e):
+                arithmetic(e)
     return [v for _, _, v in sorted(found, key=lambda t: (t[0], t[1]))]
 
 
@@ -123,17 +121,12 @@ def ungrounded_literals(code: str, seen: str) -> list[int | float | str] | None:
     literals = data_literals(code)
     if not literals:
         return None
-    numbers: set[float] = set()
-    for match in _NUMBER.finditer(seen):
-        try:
-            numbers.add(float(match.group()))
-        except ValueError:  # pragma: no cover - the pattern only matches numbers
-            continue
+    numbers = {abs(float(m.group())) for m in _NUMBER.finditer(seen)}  # signs ignored
     missing: list[int | float | str] = []
     for value in literals:
         if isinstance(value, str):
             if value not in seen:
                 missing.append(value)
-        elif float(value) not in numbers and float(-value) not in numbers:
+        elif abs(float(value)) not in numbers:
             missing.append(value)
     return missing
