@@ -33,7 +33,7 @@ import re
 
 __all__ = ["data_literals", "ungrounded_literals"]
 
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 
 def _is_number(node: ast.AST) -> bool:
@@ -44,15 +44,29 @@ def _is_number(node: ast.AST) -> bool:
     )
 
 
-def _constant_arithmetic(node: ast.AST) -> bool:
-    """A number, or arithmetic (and unary minus) over numbers only."""
-    if _is_number(node):
-        return True
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        return _constant_arithmetic(node.operand)
-    if isinstance(node, ast.BinOp):
-        return _constant_arithmetic(node.left) and _constant_arithmetic(node.right)
-    return False
+def _arithmetic_numbers(node: ast.AST) -> list[tuple[ast.AST, int | float]] | None:
+    """The numbers of `node` when it is a number or arithmetic (and unary signs) over numbers
+    only, each with the node it came from (a signed number taken whole); else None.
+
+    Iterative, so a model's 2,000-term sum does not exhaust Python's recursion limit.
+    """
+    numbers: list[tuple[ast.AST, int | float]] = []
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if _is_number(n):
+            numbers.append((n, n.value))  # type: ignore[attr-defined]
+        elif isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub | ast.UAdd):
+            if _is_number(n.operand):
+                value = n.operand.value  # type: ignore[attr-defined]
+                numbers.append((n, -value if isinstance(n.op, ast.USub) else value))
+            else:
+                stack.append(n.operand)
+        elif isinstance(n, ast.BinOp):
+            stack += (n.right, n.left)  # popped left first: source order
+        else:
+            return None
+    return numbers
 
 
 def data_literals(code: str) -> list[int | float | str] | None:
@@ -68,7 +82,7 @@ def data_literals(code: str) -> list[int | float | str] | None:
     """
     try:
         tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError):  # RecursionError: nesting too deep to parse
         return None
     found: list[tuple[int, int, int | float | str]] = []
     taken: set[int] = set()  # a constant inside a list and a sum is met twice by the walk
@@ -84,33 +98,21 @@ def data_literals(code: str) -> list[int | float | str] | None:
         if keep:
             found.append((node.lineno, node.col_offset, value))
 
-    def arithmetic(node: ast.AST) -> None:
-        """The numbers of constant arithmetic, a signed number taken whole."""
-        if isinstance(node, ast.BinOp):
-            arithmetic(node.left)
-            arithmetic(node.right)
-        elif isinstance(node, ast.UnaryOp) and _is_number(node.operand):
-            value = node.operand.value  # type: ignore[attr-defined]
-            take(node, -value if isinstance(node.op, ast.USub) else value)
-        elif isinstance(node, ast.UnaryOp):
-            arithmetic(node.operand)
-        elif _is_number(node):
-            take(node, node.value)  # type: ignore[attr-defined]
-
     for node in ast.walk(tree):  # nested containers are visited by the walk itself
         if isinstance(node, ast.List | ast.Tuple | ast.Set):
             elements = list(node.elts)
         elif isinstance(node, ast.Dict):
             elements = [e for e in (*node.keys, *node.values) if e is not None]
-        elif isinstance(node, ast.BinOp) and _constant_arithmetic(node):
+        elif isinstance(node, ast.BinOp):
             elements = [node]
         else:
             continue
         for e in elements:
             if isinstance(e, ast.Constant) and isinstance(e.value, str):
                 take(e, e.value)
-            elif _constant_arithmetic(e):
-                arithmetic(e)
+            else:
+                for number, value in _arithmetic_numbers(e) or ():
+                    take(number, value)
     return [v for _, _, v in sorted(found, key=lambda t: (t[0], t[1]))]
 
 
@@ -121,7 +123,7 @@ def ungrounded_literals(code: str, seen: str) -> list[int | float | str] | None:
     literals = data_literals(code)
     if not literals:
         return None
-    numbers = {abs(float(m.group())) for m in _NUMBER.finditer(seen)}  # signs ignored
+    numbers = {float(m.group()) for m in _NUMBER.finditer(seen)}  # signs ignored
     missing: list[int | float | str] = []
     for value in literals:
         if isinstance(value, str):

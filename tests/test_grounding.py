@@ -46,3 +46,13 @@ def test_a_literal_is_grounded_by_the_same_number_or_the_exact_string():
 def test_code_with_nothing_to_decide_is_undecided():
     assert ungrounded_literals("print('hello')", "") is None
     assert ungrounded_literals("print(sum([1, 2", "1 2") is None
+
+
+def test_a_sum_longer_than_the_recursion_limit_is_checked_not_raised():
+    # model output: 1,100 terms nest deeper than Python's default recursion limit of 1,000
+    code = "print(" + " + ".join(["12"] * 1_100) + ")"
+    assert data_literals(code) == [12] * 1_100
+    assert ungrounded_literals(code, "12") == []
+    assert ungrounded_literals(code, "13") == [12] * 1_100
+    # nesting too deep for the parser itself: undecided, not an exception
+    assert ungrounded_literals("print(" + " + ".join(["12"] * 5_000) + ")", "12") is None
